@@ -1,0 +1,7 @@
+//! The `sallyport` binary: parse the command line, run, exit with the command's code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    sallyport::cli::main()
+}

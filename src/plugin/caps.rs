@@ -1,0 +1,390 @@
+//! Host capabilities offered to plugins: `log`, `http`, and (until their integrations land)
+//! `aws` and `azure` answering `capability-not-available`.
+//!
+//! Each capability re-checks its grant on every call: an allow-listed origin, a named secret.
+//! Host calls are bounded by the plugin call's own deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::bindings::{aws, azure, http, log, types};
+use super::host::HostState;
+use super::manifest::OriginPattern;
+use crate::secret::SecretStore;
+
+/// Facts about the call in progress that host capabilities may need.
+#[derive(Debug, Clone)]
+pub(crate) struct CallInfo {
+    pub plugin: String,
+    pub deadline: Instant,
+    pub http: Option<Arc<HttpCapability>>,
+    pub log_lines: u32,
+    /// The request being served (connector calls).
+    pub request_id: Option<String>,
+    /// Who asked.
+    pub requester: Option<String>,
+    /// For which entitlement.
+    pub entitlement: Option<String>,
+    /// When the grant being served ends (ms since epoch).
+    pub grant_expires_at: Option<i64>,
+}
+
+impl Default for CallInfo {
+    fn default() -> Self {
+        CallInfo {
+            plugin: String::new(),
+            deadline: Instant::now(),
+            http: None,
+            log_lines: 0,
+            request_id: None,
+            requester: None,
+            entitlement: None,
+            grant_expires_at: None,
+        }
+    }
+}
+
+impl CallInfo {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Most log lines one call may write; the rest are dropped with one notice.
+const MAX_LOG_LINES: u32 = 64;
+/// Longest log line kept.
+const MAX_LOG_LINE: usize = 2048;
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let call = &mut self.call;
+        call.log_lines += 1;
+        if call.log_lines > MAX_LOG_LINES {
+            if call.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(plugin = %call.plugin, "plugin log limit reached; further lines dropped");
+            }
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = call.plugin.as_str();
+        match level {
+            log::Level::Trace => tracing::trace!(target: "sallyport::plugin::guest", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "sallyport::plugin::guest", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "sallyport::plugin::guest", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "sallyport::plugin::guest", plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "sallyport::plugin::guest", plugin, "{message}"),
+        }
+    }
+}
+
+/// Largest request or response body.
+pub const MAX_BODY: usize = 1 << 20;
+/// Longest any single outgoing request may take, whatever the plugin asks.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `http` capability granted to one plugin.
+#[derive(Debug)]
+pub(crate) struct HttpCapability {
+    allow: Vec<OriginPattern>,
+    secrets: SecretStore,
+    client: reqwest::Client,
+}
+
+impl HttpCapability {
+    pub fn new(allow: Vec<OriginPattern>, secrets: SecretStore, client: reqwest::Client) -> Self {
+        HttpCapability {
+            allow,
+            secrets,
+            client,
+        }
+    }
+
+    async fn send(
+        &self,
+        req: http::Request,
+        remaining: Duration,
+    ) -> Result<http::Response, http::Error> {
+        let url = url::Url::parse(&req.url)
+            .map_err(|e| http::Error::InvalidRequest(format!("bad URL `{}`: {e}", req.url)))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(http::Error::InvalidRequest(format!(
+                "scheme `{}` is not http or https",
+                url.scheme()
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(http::Error::InvalidRequest(
+                "credentials in URLs are refused; use a secret header".into(),
+            ));
+        }
+        let origin = url.origin().ascii_serialization();
+        if !self.allow.iter().any(|p| p.matches(&url)) {
+            return Err(http::Error::NotAllowed(format!(
+                "origin {origin} is not on this plugin's allow-list"
+            )));
+        }
+        let method = match req.method {
+            http::Method::Get => reqwest::Method::GET,
+            http::Method::Head => reqwest::Method::HEAD,
+            http::Method::Post => reqwest::Method::POST,
+            http::Method::Put => reqwest::Method::PUT,
+            http::Method::Patch => reqwest::Method::PATCH,
+            http::Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        for h in req.headers {
+            let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                http::Error::InvalidRequest(format!("bad header name `{}`", h.name))
+            })?;
+            if matches!(
+                name.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
+            ) {
+                return Err(http::Error::InvalidRequest(format!(
+                    "header `{name}` is set by the host"
+                )));
+            }
+            let value = match h.value {
+                http::HeaderValue::Text(t) => reqwest::header::HeaderValue::from_str(&t)
+                    .map_err(|_| {
+                        http::Error::InvalidRequest(format!("bad value for header `{name}`"))
+                    })?,
+                http::HeaderValue::Secret(s) => {
+                    let secret = self.secrets.get(&s).ok_or_else(|| {
+                        http::Error::NotAllowed(format!(
+                            "secret `{s}` is not granted to this plugin (or not configured)"
+                        ))
+                    })?;
+                    let mut v = reqwest::header::HeaderValue::from_str(secret.expose()).map_err(
+                        |_| {
+                            http::Error::InvalidRequest(format!(
+                                "secret `{s}` is not a valid header value"
+                            ))
+                        },
+                    )?;
+                    v.set_sensitive(true);
+                    v
+                }
+            };
+            headers.append(name, value);
+        }
+        let mut timeout = remaining.min(MAX_HTTP_TIMEOUT);
+        if let Some(ms) = req.timeout_ms {
+            timeout = timeout.min(Duration::from_millis(u64::from(ms)));
+        }
+        if timeout.is_zero() {
+            return Err(http::Error::Timeout);
+        }
+        let mut builder = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .timeout(timeout);
+        if let Some(body) = req.body {
+            if body.len() > MAX_BODY {
+                return Err(http::Error::InvalidRequest(format!(
+                    "request body is {} bytes; the limit is {MAX_BODY}",
+                    body.len()
+                )));
+            }
+            builder = builder.body(body);
+        }
+        let started = Instant::now();
+        let fut = async {
+            let mut resp = builder.send().await.map_err(map_reqwest)?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str().ok().map(|v| http::ResponseHeader {
+                        name: k.as_str().to_owned(),
+                        value: v.to_owned(),
+                    })
+                })
+                .collect();
+            if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
+                return Err(http::Error::TooLarge);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(http::Error::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(http::Response {
+                status,
+                headers,
+                body,
+            })
+        };
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(http::Error::Timeout),
+        };
+        tracing::debug!(
+            origin,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "plugin http call"
+        );
+        result
+    }
+}
+
+fn map_reqwest(e: reqwest::Error) -> http::Error {
+    if e.is_timeout() {
+        http::Error::Timeout
+    } else if e.is_connect() {
+        http::Error::Unreachable(format!("{e}"))
+    } else if e.is_builder() {
+        http::Error::InvalidRequest(format!("{e}"))
+    } else {
+        // Include the source chain: reqwest's top-level text is terse.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        http::Error::Unreachable(msg)
+    }
+}
+
+impl http::Host for HostState {
+    async fn send(&mut self, req: http::Request) -> Result<http::Response, http::Error> {
+        let Some(cap) = self.call.http.clone() else {
+            return Err(http::Error::CapabilityNotAvailable(
+                "this plugin has no http capability".into(),
+            ));
+        };
+        cap.send(req, self.call.remaining()).await
+    }
+}
+
+const AWS_UNAVAILABLE: &str =
+    "this Sallyport has no AWS capability configured ([aws] in the configuration)";
+const AZURE_UNAVAILABLE: &str =
+    "this Sallyport has no Azure capability configured ([azure] in the configuration)";
+
+fn no_aws<T>() -> Result<T, aws::AwsError> {
+    Err(aws::AwsError::CapabilityNotAvailable(AWS_UNAVAILABLE.into()))
+}
+
+fn no_azure<T>() -> Result<T, azure::AzureError> {
+    Err(azure::AzureError::CapabilityNotAvailable(AZURE_UNAVAILABLE.into()))
+}
+
+impl aws::Host for HostState {
+    async fn assume_role(
+        &mut self,
+        _req: aws::AssumeRoleRequest,
+    ) -> Result<types::AwsCredentials, aws::AwsError> {
+        no_aws()
+    }
+
+    async fn put_inline_policy(
+        &mut self,
+        _target: aws::IamTarget,
+        _policy_name: String,
+        _policy_document: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+
+    async fn delete_inline_policy(
+        &mut self,
+        _target: aws::IamTarget,
+        _policy_name: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+
+    async fn attach_managed_policy(
+        &mut self,
+        _target: aws::IamTarget,
+        _policy_arn: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+
+    async fn detach_managed_policy(
+        &mut self,
+        _target: aws::IamTarget,
+        _policy_arn: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+
+    async fn add_user_to_group(
+        &mut self,
+        _user_arn: String,
+        _group_arn: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+
+    async fn remove_user_from_group(
+        &mut self,
+        _user_arn: String,
+        _group_arn: String,
+    ) -> Result<(), aws::AwsError> {
+        no_aws()
+    }
+}
+
+impl azure::Host for HostState {
+    async fn resolve_principal(
+        &mut self,
+        _who: azure::PrincipalRef,
+    ) -> Result<String, azure::AzureError> {
+        no_azure()
+    }
+
+    async fn resolve_role_definition(
+        &mut self,
+        _scope: String,
+        _role: String,
+    ) -> Result<String, azure::AzureError> {
+        no_azure()
+    }
+
+    async fn pim_assign(
+        &mut self,
+        _req: azure::PimAssignRequest,
+    ) -> Result<azure::ScheduleStatus, azure::AzureError> {
+        no_azure()
+    }
+
+    async fn pim_remove(
+        &mut self,
+        _req: azure::PimRemoveRequest,
+    ) -> Result<azure::ScheduleStatus, azure::AzureError> {
+        no_azure()
+    }
+
+    async fn create_role_assignment(
+        &mut self,
+        _req: azure::RoleAssignmentRequest,
+    ) -> Result<String, azure::AzureError> {
+        no_azure()
+    }
+
+    async fn delete_role_assignment(
+        &mut self,
+        _assignment_id: String,
+    ) -> Result<(), azure::AzureError> {
+        no_azure()
+    }
+}
