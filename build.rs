@@ -18,6 +18,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let plugins = root.join("plugins");
     println!("cargo:rerun-if-changed=plugins");
+    println!("cargo:rerun-if-changed=plugins/.cargo/config.toml");
     println!("cargo:rerun-if-changed=wit");
     println!("cargo:rerun-if-env-changed=SALLYPORT_PLUGIN_TARGET_DIR");
 
@@ -35,7 +36,9 @@ fn main() {
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.arg("build")
+    // Run from plugins/ so that plugins/.cargo/config.toml (guest link flags) applies.
+    cmd.current_dir(&plugins)
+        .arg("build")
         .arg("--release")
         .arg("--workspace")
         .arg("--target")
@@ -80,7 +83,10 @@ fn main() {
     for pkg in &packages {
         let wasm = wasm_dir.join(format!("{}.wasm", pkg.lib_name));
         if !wasm.exists() {
-            eprintln!("error: expected {} after building the plugins", wasm.display());
+            eprintln!(
+                "error: expected {} after building the plugins",
+                wasm.display()
+            );
             exit(1);
         }
         let rel = pkg.dir.strip_prefix(&plugins).unwrap_or(&pkg.dir);
@@ -145,7 +151,13 @@ struct Package {
 /// The plugin workspace's packages and their cdylib names, from `cargo metadata`.
 fn workspace_packages(cargo: &str, plugins: &Path) -> Vec<Package> {
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
         .arg(plugins.join("Cargo.toml"))
         .env_remove("CARGO_TARGET_DIR")
         .output()

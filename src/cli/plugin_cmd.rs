@@ -107,17 +107,20 @@ async fn check(
         Ok(h) => h,
         Err(e) => return fail(output, &file, &e),
     };
-    let display_name = manifest.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| {
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_lowercase().replace('_', "-"))
-            .unwrap_or_default();
-        if manifest::valid_name(&stem) {
-            stem
-        } else {
-            "plugin".into()
-        }
-    });
+    let display_name = manifest
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase().replace('_', "-"))
+                .unwrap_or_default();
+            if manifest::valid_name(&stem) {
+                stem
+            } else {
+                "plugin".into()
+            }
+        });
     let inspection = match host.inspect(&display_name, &bytes) {
         Ok(i) => i,
         Err(e) => return fail(output, &file, &e.to_string()),
@@ -240,7 +243,10 @@ fn list(output: Output) -> u8 {
         let m = match Manifest::parse(b.manifest) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("error: built-in plugin `{}` has a bad manifest: {e}", b.name);
+                eprintln!(
+                    "error: built-in plugin `{}` has a bad manifest: {e}",
+                    b.name
+                );
                 return exit::FAILED;
             }
         };
@@ -264,7 +270,10 @@ fn list(output: Output) -> u8 {
             println!("{:#}", json!(v));
         }
         Output::Text => {
-            println!("{:<10} {:<8} {:<10} {:<64}  DESCRIPTION", "NAME", "VERSION", "WORLD", "SHA256");
+            println!(
+                "{:<10} {:<8} {:<10} {:<64}  DESCRIPTION",
+                "NAME", "VERSION", "WORLD", "SHA256"
+            );
             for (m, h, _) in &rows {
                 println!(
                     "{:<10} {:<8} {:<10} {h:<64}  {}",

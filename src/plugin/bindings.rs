@@ -4,7 +4,12 @@
 //! `approval` reuses them, so one set of Rust types serves both worlds. Host capabilities that
 //! do I/O (`http`, `aws`, `azure`) are async; `log` is sync.
 
-#![allow(missing_docs, missing_debug_implementations, clippy::all, reason = "generated code")]
+#![allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    reason = "generated code"
+)]
 
 /// Bindings for the `connector` world.
 pub mod connector {
@@ -36,6 +41,6 @@ pub mod approval {
     });
 }
 
-pub use connector::sallyport::plugin::{aws, azure, http, log, types};
 pub use approval::exports::sallyport::plugin::policy;
 pub use connector::exports::sallyport::plugin::provisioner;
+pub use connector::sallyport::plugin::{aws, azure, http, log, types};

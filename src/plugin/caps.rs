@@ -77,11 +77,21 @@ impl log::Host for HostState {
         }
         let plugin = call.plugin.as_str();
         match level {
-            log::Level::Trace => tracing::trace!(target: "sallyport::plugin::guest", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "sallyport::plugin::guest", plugin, "{message}"),
-            log::Level::Info => tracing::info!(target: "sallyport::plugin::guest", plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "sallyport::plugin::guest", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "sallyport::plugin::guest", plugin, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "sallyport::plugin::guest", plugin, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "sallyport::plugin::guest", plugin, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "sallyport::plugin::guest", plugin, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "sallyport::plugin::guest", plugin, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "sallyport::plugin::guest", plugin, "{message}")
+            }
         }
     }
 }
@@ -142,9 +152,10 @@ impl HttpCapability {
         };
         let mut headers = reqwest::header::HeaderMap::new();
         for h in req.headers {
-            let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                http::Error::InvalidRequest(format!("bad header name `{}`", h.name))
-            })?;
+            let name =
+                reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                    http::Error::InvalidRequest(format!("bad header name `{}`", h.name))
+                })?;
             if matches!(
                 name.as_str(),
                 "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade"
@@ -154,23 +165,23 @@ impl HttpCapability {
                 )));
             }
             let value = match h.value {
-                http::HeaderValue::Text(t) => reqwest::header::HeaderValue::from_str(&t)
-                    .map_err(|_| {
+                http::HeaderValue::Text(t) => {
+                    reqwest::header::HeaderValue::from_str(&t).map_err(|_| {
                         http::Error::InvalidRequest(format!("bad value for header `{name}`"))
-                    })?,
+                    })?
+                }
                 http::HeaderValue::Secret(s) => {
                     let secret = self.secrets.get(&s).ok_or_else(|| {
                         http::Error::NotAllowed(format!(
                             "secret `{s}` is not granted to this plugin (or not configured)"
                         ))
                     })?;
-                    let mut v = reqwest::header::HeaderValue::from_str(secret.expose()).map_err(
-                        |_| {
+                    let mut v =
+                        reqwest::header::HeaderValue::from_str(secret.expose()).map_err(|_| {
                             http::Error::InvalidRequest(format!(
                                 "secret `{s}` is not a valid header value"
                             ))
-                        },
-                    )?;
+                        })?;
                     v.set_sensitive(true);
                     v
                 }
@@ -278,12 +289,31 @@ const AWS_UNAVAILABLE: &str =
 const AZURE_UNAVAILABLE: &str =
     "this Sallyport has no Azure capability configured ([azure] in the configuration)";
 
-fn no_aws<T>() -> Result<T, aws::AwsError> {
-    Err(aws::AwsError::CapabilityNotAvailable(AWS_UNAVAILABLE.into()))
+impl CallInfo {
+    fn unavailable(&self, capability: &str) {
+        tracing::warn!(
+            plugin = %self.plugin,
+            request_id = self.request_id.as_deref().unwrap_or("-"),
+            requester = self.requester.as_deref().unwrap_or("-"),
+            entitlement = self.entitlement.as_deref().unwrap_or("-"),
+            grant_expires_at = self.grant_expires_at.unwrap_or_default(),
+            "plugin called the {capability} capability, which is not configured"
+        );
+    }
 }
 
-fn no_azure<T>() -> Result<T, azure::AzureError> {
-    Err(azure::AzureError::CapabilityNotAvailable(AZURE_UNAVAILABLE.into()))
+fn no_aws<T>(call: &CallInfo) -> Result<T, aws::AwsError> {
+    call.unavailable("aws");
+    Err(aws::AwsError::CapabilityNotAvailable(
+        AWS_UNAVAILABLE.into(),
+    ))
+}
+
+fn no_azure<T>(call: &CallInfo) -> Result<T, azure::AzureError> {
+    call.unavailable("azure");
+    Err(azure::AzureError::CapabilityNotAvailable(
+        AZURE_UNAVAILABLE.into(),
+    ))
 }
 
 impl aws::Host for HostState {
@@ -291,7 +321,7 @@ impl aws::Host for HostState {
         &mut self,
         _req: aws::AssumeRoleRequest,
     ) -> Result<types::AwsCredentials, aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn put_inline_policy(
@@ -300,7 +330,7 @@ impl aws::Host for HostState {
         _policy_name: String,
         _policy_document: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn delete_inline_policy(
@@ -308,7 +338,7 @@ impl aws::Host for HostState {
         _target: aws::IamTarget,
         _policy_name: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn attach_managed_policy(
@@ -316,7 +346,7 @@ impl aws::Host for HostState {
         _target: aws::IamTarget,
         _policy_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn detach_managed_policy(
@@ -324,7 +354,7 @@ impl aws::Host for HostState {
         _target: aws::IamTarget,
         _policy_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn add_user_to_group(
@@ -332,7 +362,7 @@ impl aws::Host for HostState {
         _user_arn: String,
         _group_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 
     async fn remove_user_from_group(
@@ -340,7 +370,7 @@ impl aws::Host for HostState {
         _user_arn: String,
         _group_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws()
+        no_aws(&self.call)
     }
 }
 
@@ -349,7 +379,7 @@ impl azure::Host for HostState {
         &mut self,
         _who: azure::PrincipalRef,
     ) -> Result<String, azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 
     async fn resolve_role_definition(
@@ -357,34 +387,34 @@ impl azure::Host for HostState {
         _scope: String,
         _role: String,
     ) -> Result<String, azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 
     async fn pim_assign(
         &mut self,
         _req: azure::PimAssignRequest,
     ) -> Result<azure::ScheduleStatus, azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 
     async fn pim_remove(
         &mut self,
         _req: azure::PimRemoveRequest,
     ) -> Result<azure::ScheduleStatus, azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 
     async fn create_role_assignment(
         &mut self,
         _req: azure::RoleAssignmentRequest,
     ) -> Result<String, azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 
     async fn delete_role_assignment(
         &mut self,
         _assignment_id: String,
     ) -> Result<(), azure::AzureError> {
-        no_azure()
+        no_azure(&self.call)
     }
 }

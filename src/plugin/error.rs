@@ -19,7 +19,8 @@ pub enum LoadError {
     },
     /// The component targets a contract version this host does not implement.
     #[error(
-        "plugin `{plugin}` was built against `{found}`, but this Sallyport implements sallyport:plugin@{supported} (compatible: 0.1.x); rebuild it against the `wit/` of this release"
+        "plugin `{plugin}` was built against `{found}`, but this Sallyport implements sallyport:plugin@{supported} (compatible: {}); rebuild it against the `wit/` of this release",
+        super::manifest::compatible_range()
     )]
     UnsupportedApi {
         /// Plugin name.
@@ -38,7 +39,9 @@ pub enum LoadError {
         plugin: String,
     },
     /// The manifest and the component disagree about the world.
-    #[error("plugin `{plugin}`: the manifest says world `{manifest}`, but the component implements `{component}`")]
+    #[error(
+        "plugin `{plugin}`: the manifest says world `{manifest}`, but the component implements `{component}`"
+    )]
     WorldMismatch {
         /// Plugin name.
         plugin: String,

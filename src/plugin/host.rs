@@ -196,6 +196,14 @@ impl PluginHost {
                 component: inspection.world,
             });
         }
+        if let Some(stated) = &manifest.api_version
+            && *stated != inspection.api_version
+        {
+            return Err(LoadError::Manifest(format!(
+                "plugin `{name}`: the manifest says api-version {stated}, but the component was built against sallyport:plugin@{}; fix the manifest or rebuild",
+                inspection.api_version
+            )));
+        }
         for imp in &inspection.imports {
             match classify_import(imp) {
                 ImportClass::Base => {}
@@ -241,7 +249,9 @@ impl PluginHost {
         };
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = match manifest.world {
-            World::Approval => WorldPre::Approval(approval::ApprovalPre::new(pre).map_err(link_err)?),
+            World::Approval => {
+                WorldPre::Approval(approval::ApprovalPre::new(pre).map_err(link_err)?)
+            }
             World::Connector => {
                 WorldPre::Connector(connector::ConnectorPre::new(pre).map_err(link_err)?)
             }
@@ -300,7 +310,9 @@ fn check_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         reason: reason.to_owned(),
     };
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(invalid("this is not a WebAssembly file (no `\\0asm` header)"));
+        return Err(invalid(
+            "this is not a WebAssembly file (no `\\0asm` header)",
+        ));
     }
     match &bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
@@ -318,6 +330,8 @@ pub struct Inspection {
     pub world: World,
     /// The contract version it was built against (from its export).
     pub api_version: semver::Version,
+    /// The world's export, e.g. `sallyport:plugin/policy@0.1.0`.
+    pub export: String,
     /// Host capabilities it imports (`http`, `aws`, `azure`; `log` is always available).
     pub capabilities: Vec<&'static str>,
     /// Every import, by name.
@@ -345,7 +359,7 @@ fn inspect(
         };
         let v = version.and_then(|v| semver::Version::parse(v).ok());
         match v {
-            Some(v) if manifest::api_compatible(&v) => world = Some((w, v)),
+            Some(v) if manifest::api_compatible(&v) => world = Some((w, v, export.to_owned())),
             _ => {
                 return Err(LoadError::UnsupportedApi {
                     plugin: name.to_owned(),
@@ -355,7 +369,7 @@ fn inspect(
             }
         }
     }
-    let Some((world, api_version)) = world else {
+    let Some((world, api_version, export)) = world else {
         return Err(LoadError::NoWorld {
             plugin: name.to_owned(),
         });
@@ -363,15 +377,16 @@ fn inspect(
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
     let mut capabilities = Vec::new();
     for i in &imports {
-        if let ImportClass::Capability(c) = classify_import(i) {
-            if !capabilities.contains(&c) {
-                capabilities.push(c);
-            }
+        if let ImportClass::Capability(c) = classify_import(i)
+            && !capabilities.contains(&c)
+        {
+            capabilities.push(c);
         }
     }
     Ok(Inspection {
         world,
         api_version,
+        export,
         capabilities,
         imports,
         sha256: hex::encode(hash),
@@ -420,14 +435,19 @@ fn classify_import(name: &str) -> ImportClass {
         "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
             ImportClass::Base
         }
-        "wasi:cli/exit" | "wasi:cli/environment" | "wasi:cli/stdin" | "wasi:cli/stdout"
-        | "wasi:cli/stderr" | "wasi:cli/terminal-input" | "wasi:cli/terminal-output"
-        | "wasi:cli/terminal-stdin" | "wasi:cli/terminal-stdout" | "wasi:cli/terminal-stderr" => {
-            ImportClass::Base
-        }
-        i if i.starts_with("wasi:filesystem/") => {
-            ImportClass::Forbidden("plugins have no filesystem; settings arrive as JSON in each call")
-        }
+        "wasi:cli/exit"
+        | "wasi:cli/environment"
+        | "wasi:cli/stdin"
+        | "wasi:cli/stdout"
+        | "wasi:cli/stderr"
+        | "wasi:cli/terminal-input"
+        | "wasi:cli/terminal-output"
+        | "wasi:cli/terminal-stdin"
+        | "wasi:cli/terminal-stdout"
+        | "wasi:cli/terminal-stderr" => ImportClass::Base,
+        i if i.starts_with("wasi:filesystem/") => ImportClass::Forbidden(
+            "plugins have no filesystem; settings arrive as JSON in each call",
+        ),
         i if i.starts_with("wasi:sockets/") => ImportClass::Forbidden(
             "plugins have no sockets; use the allow-listed sallyport:plugin/http capability",
         ),
@@ -452,13 +472,11 @@ fn build_linker(engine: &Engine, manifest: &Manifest) -> wasmtime::Result<Linker
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<HostState, HasIo>(&mut l, |t| {
         &mut t.table
     })?;
-    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<HostState, HasIo>(&mut l, |t| {
-        &mut t.table
-    })?;
-    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<HostState, HasIo>(
-        &mut l,
-        |t| &mut t.table,
-    )?;
+    {
+        use wasmtime_wasi_io::bindings::wasi::io;
+        io::poll::add_to_linker::<HostState, HasIo>(&mut l, |t| &mut t.table)?;
+        io::streams::add_to_linker::<HostState, HasIo>(&mut l, |t| &mut t.table)?;
+    }
     random::random::add_to_linker::<HostState, WasiRandom>(&mut l, |t| t.wasi.random())?;
     random::insecure::add_to_linker::<HostState, WasiRandom>(&mut l, |t| t.wasi.random())?;
     random::insecure_seed::add_to_linker::<HostState, WasiRandom>(&mut l, |t| t.wasi.random())?;
@@ -583,6 +601,62 @@ const MAX_HANDLE: usize = 64 * 1024;
 /// Most requirements, and most names in a requirement.
 const MAX_LIST: usize = 1000;
 
+/// One call's sandbox: a fresh store, its captured stderr, and the slot it holds.
+struct Sandbox {
+    store: Store<HostState>,
+    stderr: MemoryOutputPipe,
+    limits: manifest::Limits,
+    slots: u32,
+    plugin: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Sandbox {
+    /// Turn the outcome of a call (or its abandonment at the deadline) into a typed result.
+    fn finish<R>(
+        &self,
+        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+    ) -> Result<R, PluginError> {
+        let data = self.store.data();
+        match outcome {
+            Ok(Ok(r)) => Ok(r),
+            Err(_) => Err(PluginError::Timeout {
+                plugin: self.plugin.clone(),
+                limit: self.limits.timeout,
+            }),
+            Ok(Err(e)) => Err(classify_error(
+                &self.plugin,
+                &e,
+                data.timed_out,
+                data.limiter.hit,
+                self.limits,
+                self.slots,
+                &self.stderr,
+            )),
+        }
+    }
+}
+
+/// Instantiate the plugin's world in a fresh sandbox and call one export, within its limits.
+///
+/// A macro rather than a closure-taking function so that the resulting futures stay `Send`.
+macro_rules! sandboxed {
+    ($plugin:expr, $info:expr, $world:ident, |$inst:ident, $store:ident| $call:expr) => {{
+        let mut sb = $plugin.sandbox($info).await?;
+        let WorldPre::$world(pre) = &$plugin.inner.pre else {
+            return Err($plugin.wrong_world(World::$world).into());
+        };
+        let timeout = sb.limits.timeout + ABANDON_GRACE;
+        let outcome = tokio::time::timeout(timeout, async {
+            let $store = &mut sb.store;
+            let $inst = pre.instantiate_async(&mut *$store).await?;
+            $call.await
+        })
+        .await;
+        sb.finish(outcome)?
+    }};
+}
+
 impl Plugin {
     /// Name, version and hash.
     pub fn identity(&self) -> &PluginIdentity {
@@ -608,25 +682,24 @@ impl Plugin {
         &self.inner.identity.name
     }
 
-    /// Run `f` against a fresh instance within the plugin's limits.
-    async fn run<R, F>(&self, call: CallInfo, f: F) -> Result<R, PluginError>
-    where
-        F: for<'a> AsyncFnOnce(&'a mut Store<HostState>, &'a WorldPre) -> wasmtime::Result<R>,
-    {
+    /// A fresh store within the plugin's limits, once a sandbox slot is free.
+    async fn sandbox(&self, call: CallInfo) -> Result<Sandbox, PluginError> {
         let name = self.name().to_owned();
         let host = &self.inner.host;
-        let _permit: OwnedSemaphorePermit =
-            match tokio::time::timeout(host.config.queue_wait, host.permits.clone().acquire_owned())
-                .await
-            {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(PluginError::Busy {
-                        plugin: name,
-                        slots: host.config.slots,
-                    });
-                }
-            };
+        let permit: OwnedSemaphorePermit = match tokio::time::timeout(
+            host.config.queue_wait,
+            host.permits.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(PluginError::Busy {
+                    plugin: name,
+                    slots: host.config.slots,
+                });
+            }
+        };
         let limits = self.inner.manifest.limits;
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtxBuilder::new()
@@ -656,6 +729,7 @@ impl Plugin {
         let mut store = Store::new(&host.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
+        // Yield to the executor at every tick so a busy plugin never starves other tasks.
         store.epoch_deadline_callback(move |mut ctx| {
             if Instant::now() >= deadline {
                 ctx.data_mut().timed_out = true;
@@ -664,26 +738,14 @@ impl Plugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-
-        let pre = &self.inner.pre;
-        let outcome =
-            tokio::time::timeout(limits.timeout + ABANDON_GRACE, f(&mut store, pre)).await;
-        let data = store.data();
-        match outcome {
-            Ok(Ok(r)) => Ok(r),
-            Err(_) => Err(PluginError::Timeout {
-                plugin: name,
-                limit: limits.timeout,
-            }),
-            Ok(Err(e)) => Err(classify_error(
-                &name,
-                &e,
-                data.timed_out,
-                data.limiter.hit,
-                limits,
-                &stderr,
-            )),
-        }
+        Ok(Sandbox {
+            store,
+            stderr,
+            limits,
+            slots: host.config.slots,
+            plugin: name,
+            _permit: permit,
+        })
     }
 
     fn wrong_world(&self, expected: World) -> PluginError {
@@ -696,20 +758,9 @@ impl Plugin {
 
     /// Ask an approval plugin to decide.
     pub async fn evaluate(&self, ctx: &EvaluationContext) -> Result<Evaluation, PluginError> {
-        if self.world() != World::Approval {
-            return Err(self.wrong_world(World::Approval));
-        }
-        let raw = self
-            .run(CallInfo::default(), async |store, pre| {
-                let WorldPre::Approval(pre) = pre else {
-                    return Err(wasmtime::Error::msg("world changed"));
-                };
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.sallyport_plugin_policy()
-                    .call_evaluate(&mut *store, ctx)
-                    .await
-            })
-            .await?;
+        let raw = sandboxed!(self, CallInfo::default(), Approval, |inst, store| inst
+            .sallyport_plugin_policy()
+            .call_evaluate(store, ctx));
         let raw = raw.map_err(|message| PluginError::Reported {
             plugin: self.name().to_owned(),
             message: truncate(message, MAX_TEXT),
@@ -726,22 +777,16 @@ impl Plugin {
 
     /// Ask a plugin (either world) to check settings.
     pub async fn validate(&self, settings: &str) -> Result<(), ValidateFailure> {
-        let res = self
-            .run(CallInfo::default(), async |store, pre| match pre {
-                WorldPre::Approval(pre) => {
-                    let inst = pre.instantiate_async(&mut *store).await?;
-                    inst.sallyport_plugin_policy()
-                        .call_validate(&mut *store, settings)
-                        .await
-                }
-                WorldPre::Connector(pre) => {
-                    let inst = pre.instantiate_async(&mut *store).await?;
-                    inst.sallyport_plugin_provisioner()
-                        .call_validate(&mut *store, settings)
-                        .await
-                }
-            })
-            .await?;
+        let res = match self.world() {
+            World::Approval => sandboxed!(self, CallInfo::default(), Approval, |inst, store| inst
+                .sallyport_plugin_policy()
+                .call_validate(store, settings)),
+            World::Connector => {
+                sandboxed!(self, CallInfo::default(), Connector, |inst, store| inst
+                    .sallyport_plugin_provisioner()
+                    .call_validate(store, settings))
+            }
+        };
         match res {
             Ok(()) => Ok(()),
             Err(errors) if errors.is_empty() => {
@@ -795,21 +840,10 @@ impl Plugin {
 
     /// Ask a connector to put access in place.
     pub async fn grant(&self, req: &GrantRequest) -> Result<Granted, ConnectorFailure> {
-        if self.world() != World::Connector {
-            return Err(self.wrong_world(World::Connector).into());
-        }
         let info = self.connector_call_info(&req.request, req.expires_at);
-        let res = self
-            .run(info, async |store, pre| {
-                let WorldPre::Connector(pre) = pre else {
-                    return Err(wasmtime::Error::msg("world changed"));
-                };
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.sallyport_plugin_provisioner()
-                    .call_grant(&mut *store, req)
-                    .await
-            })
-            .await?;
+        let res = sandboxed!(self, info, Connector, |inst, store| inst
+            .sallyport_plugin_provisioner()
+            .call_grant(store, req));
         let g = res.map_err(|e| self.connector_error(e))?;
         if g.handle.len() > MAX_HANDLE {
             return Err(self.malformed(format!(
@@ -831,21 +865,14 @@ impl Plugin {
 
     /// Ask a connector to take access away. Idempotent by contract.
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<(), ConnectorFailure> {
-        if self.world() != World::Connector {
-            return Err(self.wrong_world(World::Connector).into());
-        }
-        let info = self.connector_call_info(&req.request, req.now);
-        let res = self
-            .run(info, async |store, pre| {
-                let WorldPre::Connector(pre) = pre else {
-                    return Err(wasmtime::Error::msg("world changed"));
-                };
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.sallyport_plugin_provisioner()
-                    .call_revoke(&mut *store, req)
-                    .await
-            })
-            .await?;
+        let info = CallInfo {
+            // Revoking serves no grant: there is no end for credentials to respect.
+            grant_expires_at: None,
+            ..self.connector_call_info(&req.request, req.now)
+        };
+        let res = sandboxed!(self, info, Connector, |inst, store| inst
+            .sallyport_plugin_provisioner()
+            .call_revoke(store, req));
         res.map_err(|e| self.connector_error(e))
     }
 
@@ -854,21 +881,10 @@ impl Plugin {
         &self,
         req: &CredentialsRequest,
     ) -> Result<Credentials, ConnectorFailure> {
-        if self.world() != World::Connector {
-            return Err(self.wrong_world(World::Connector).into());
-        }
         let info = self.connector_call_info(&req.request, req.expires_at);
-        let res = self
-            .run(info, async |store, pre| {
-                let WorldPre::Connector(pre) = pre else {
-                    return Err(wasmtime::Error::msg("world changed"));
-                };
-                let inst = pre.instantiate_async(&mut *store).await?;
-                inst.sallyport_plugin_provisioner()
-                    .call_credentials(&mut *store, req)
-                    .await
-            })
-            .await?;
+        let res = sandboxed!(self, info, Connector, |inst, store| inst
+            .sallyport_plugin_provisioner()
+            .call_credentials(store, req));
         let creds = res.map_err(|e| self.connector_error(e))?;
         let expiration = match &creds {
             CredentialSet::Aws(c) => {
@@ -906,7 +922,10 @@ fn check_decision(raw: policy::Decision) -> Result<Decision, String> {
     match raw {
         policy::Decision::Approve(a) => {
             if a.reason.len() > MAX_TEXT {
-                return Err(format!("approval reason is {} bytes; the limit is {MAX_TEXT}", a.reason.len()));
+                return Err(format!(
+                    "approval reason is {} bytes; the limit is {MAX_TEXT}",
+                    a.reason.len()
+                ));
             }
             Ok(Decision::Approve {
                 reason: a.reason,
@@ -915,7 +934,10 @@ fn check_decision(raw: policy::Decision) -> Result<Decision, String> {
         }
         policy::Decision::Deny(reason) => {
             if reason.len() > MAX_TEXT {
-                return Err(format!("denial reason is {} bytes; the limit is {MAX_TEXT}", reason.len()));
+                return Err(format!(
+                    "denial reason is {} bytes; the limit is {MAX_TEXT}",
+                    reason.len()
+                ));
             }
             if reason.trim().is_empty() {
                 return Err("a denial must give a reason".into());
@@ -927,7 +949,10 @@ fn check_decision(raw: policy::Decision) -> Result<Decision, String> {
                 return Err("pending with no requirements: nobody could ever approve".into());
             }
             if reqs.len() > MAX_LIST {
-                return Err(format!("{} requirements; the limit is {MAX_LIST}", reqs.len()));
+                return Err(format!(
+                    "{} requirements; the limit is {MAX_LIST}",
+                    reqs.len()
+                ));
             }
             let mut out = Vec::with_capacity(reqs.len());
             for (i, r) in reqs.into_iter().enumerate() {
@@ -945,12 +970,15 @@ fn check_decision(raw: policy::Decision) -> Result<Decision, String> {
                 {
                     return Err(format!("requirement {i} is too large"));
                 }
-                if r.groups.is_empty() && (r.needed as usize) > r.users.len() {
+                let distinct_users = r
+                    .users
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+                if r.groups.is_empty() && (r.needed as usize) > distinct_users {
                     return Err(format!(
-                        "requirement {i} (`{}`) needs {} approvals from only {} users",
-                        r.name,
-                        r.needed,
-                        r.users.len()
+                        "requirement {i} (`{}`) needs {} approvals from only {distinct_users} distinct users",
+                        r.name, r.needed,
                     ));
                 }
                 out.push(Requirement {
@@ -973,6 +1001,7 @@ fn classify_error(
     timed_out: bool,
     memory_hit: bool,
     limits: manifest::Limits,
+    slots: u32,
     stderr: &MemoryOutputPipe,
 ) -> PluginError {
     let plugin = plugin.to_owned();
@@ -994,7 +1023,9 @@ fn classify_error(
             message: format!("the plugin called exit({})", exit.0),
         };
     }
-    let err_text = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+    let err_text = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_owned();
     if let Some(trap) = e.downcast_ref::<Trap>() {
         let message = if err_text.is_empty() {
             format!("{trap}")
@@ -1006,7 +1037,7 @@ fn classify_error(
     }
     let msg = format!("{e:#}");
     if msg.contains("concurrent") && msg.contains("limit") {
-        return PluginError::Busy { plugin, slots: 0 };
+        return PluginError::Busy { plugin, slots };
     }
     PluginError::Internal {
         plugin,

@@ -83,19 +83,16 @@ impl Capabilities {
     pub fn merge(&mut self, extra: &Capabilities) {
         if let Some(h) = &extra.http {
             let mine = self.http.get_or_insert_with(HttpGrant::default);
-            mine.allow.extend(h.allow.iter().cloned());
-            mine.allow.dedup();
+            extend_unique(&mut mine.allow, &h.allow);
             mine.secrets.extend(h.secrets.iter().cloned());
         }
         if let Some(a) = &extra.aws {
             let mine = self.aws.get_or_insert_with(AwsGrant::default);
-            mine.arns.extend(a.arns.iter().cloned());
-            mine.arns.dedup();
+            extend_unique(&mut mine.arns, &a.arns);
         }
         if let Some(a) = &extra.azure {
             let mine = self.azure.get_or_insert_with(AzureGrant::default);
-            mine.scopes.extend(a.scopes.iter().cloned());
-            mine.scopes.dedup();
+            extend_unique(&mut mine.scopes, &a.scopes);
         }
     }
 
@@ -112,6 +109,15 @@ impl Capabilities {
             v.push("azure");
         }
         v
+    }
+}
+
+/// Append the items of `extra` that `list` lacks, keeping order.
+fn extend_unique<T: Clone + PartialEq>(list: &mut Vec<T>, extra: &[T]) {
+    for item in extra {
+        if !list.contains(item) {
+            list.push(item.clone());
+        }
     }
 }
 
@@ -152,9 +158,9 @@ pub struct OriginPattern {
 impl OriginPattern {
     /// Parse `scheme://host[:port|:*]`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("`{s}`: expected scheme://host[:port], e.g. https://api.example.com"))?;
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+            format!("`{s}`: expected scheme://host[:port], e.g. https://api.example.com")
+        })?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(format!("`{s}`: scheme must be http or https"));
@@ -167,7 +173,14 @@ impl OriginPattern {
             let (h, after) = h
                 .split_once(']')
                 .ok_or_else(|| format!("`{s}`: unterminated IPv6 literal"))?;
-            (format!("[{}]", h.to_ascii_lowercase()), after.strip_prefix(':'))
+            let port = match after {
+                "" => None,
+                a => Some(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| format!("`{s}`: unexpected `{a}` after the IPv6 literal"))?,
+                ),
+            };
+            (format!("[{}]", h.to_ascii_lowercase()), port)
         } else {
             match rest.rsplit_once(':') {
                 Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
@@ -177,7 +190,10 @@ impl OriginPattern {
         let port = match port {
             None => Some(default_port),
             Some("*") => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("`{s}`: bad port `{p}`"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{s}`: bad port `{p}`"))?,
+            ),
         };
         let bare = host.strip_prefix("*.").unwrap_or(&host);
         if bare.is_empty() || bare.contains('*') {
@@ -412,10 +428,12 @@ impl Manifest {
         let api_version = match raw.api_version {
             None => None,
             Some(v) => {
-                let v = semver::Version::parse(&v).map_err(|e| format!("api-version: `{v}`: {e}"))?;
+                let v =
+                    semver::Version::parse(&v).map_err(|e| format!("api-version: `{v}`: {e}"))?;
                 if !api_compatible(&v) {
                     return Err(format!(
-                        "api-version: {v} is not supported; this Sallyport implements sallyport:plugin@{API_VERSION} (compatible: 0.1.x)"
+                        "api-version: {v} is not supported; this Sallyport implements sallyport:plugin@{API_VERSION} (compatible: {})",
+                        compatible_range()
                     ));
                 }
                 Some(v)
@@ -488,6 +506,15 @@ impl Manifest {
 }
 
 /// Is a plugin built against `v` usable by this host? Same major (and, for 0.x, same minor).
+/// The versions [`api_compatible`] accepts, for messages: `0.1.x` (or `1.x` once 1.0 is out).
+pub fn compatible_range() -> String {
+    if API_VERSION.major == 0 {
+        format!("0.{}.x", API_VERSION.minor)
+    } else {
+        format!("{}.x", API_VERSION.major)
+    }
+}
+
 pub fn api_compatible(v: &semver::Version) -> bool {
     if API_VERSION.major == 0 {
         v.major == 0 && v.minor == API_VERSION.minor
@@ -519,6 +546,38 @@ mod tests {
         assert!(OriginPattern::parse("https://x/path").is_err());
         assert!(OriginPattern::parse("https://a*b.com").is_err());
         assert!(OriginPattern::parse("https://user@x").is_err());
+        let v6 = OriginPattern::parse("http://[::1]:8080").expect("valid");
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", Some(8080)));
+        assert!(OriginPattern::parse("https://[::1]junk").is_err());
+        assert!(OriginPattern::parse("https://[::1").is_err());
+    }
+
+    #[test]
+    fn merged_grants_hold_no_duplicates() {
+        let origin = |s| OriginPattern::parse(s).expect("valid");
+        let mut mine = Capabilities {
+            http: Some(HttpGrant {
+                allow: vec![origin("https://a.example"), origin("https://b.example")],
+                secrets: BTreeSet::new(),
+            }),
+            ..Capabilities::default()
+        };
+        let extra = Capabilities {
+            http: Some(HttpGrant {
+                allow: vec![origin("https://c.example"), origin("https://a.example")],
+                secrets: BTreeSet::new(),
+            }),
+            ..Capabilities::default()
+        };
+        mine.merge(&extra);
+        let hosts: Vec<_> = mine
+            .http
+            .expect("http")
+            .allow
+            .into_iter()
+            .map(|o| o.host)
+            .collect();
+        assert_eq!(hosts, ["a.example", "b.example", "c.example"]);
     }
 
     #[test]
@@ -531,16 +590,31 @@ mod tests {
             "arn:aws:iam::123456789012:role/sallyport-*",
             "arn:aws:iam::123456789012:role/admin"
         ));
-        assert!(arn_matches("arn:aws:iam::*:role/x", "arn:aws:iam::1:role/x"));
-        assert!(!arn_matches("arn:aws:iam::1:role/x", "arn:aws:iam::1:role/xy"));
+        assert!(arn_matches(
+            "arn:aws:iam::*:role/x",
+            "arn:aws:iam::1:role/x"
+        ));
+        assert!(!arn_matches(
+            "arn:aws:iam::1:role/x",
+            "arn:aws:iam::1:role/xy"
+        ));
     }
 
     #[test]
     fn scopes() {
         let allowed = vec!["/subscriptions/abc/resourceGroups/rg1".to_owned()];
-        assert!(scope_allowed(&allowed, "/subscriptions/abc/resourceGroups/rg1"));
-        assert!(scope_allowed(&allowed, "/subscriptions/ABC/resourcegroups/rg1/providers/x"));
-        assert!(!scope_allowed(&allowed, "/subscriptions/abc/resourceGroups/rg10"));
+        assert!(scope_allowed(
+            &allowed,
+            "/subscriptions/abc/resourceGroups/rg1"
+        ));
+        assert!(scope_allowed(
+            &allowed,
+            "/subscriptions/ABC/resourcegroups/rg1/providers/x"
+        ));
+        assert!(!scope_allowed(
+            &allowed,
+            "/subscriptions/abc/resourceGroups/rg10"
+        ));
         assert!(!scope_allowed(&allowed, "/subscriptions/abc"));
     }
 
@@ -550,8 +624,9 @@ mod tests {
             .expect("valid");
         assert_eq!(m.limits, Limits::default_for(World::Approval));
         assert!(m.capabilities.http.is_none());
-        let e = Manifest::parse("name = \"q\"\nversion = \"0.1.0\"\nworld = \"approval\"\nextra = 1\n")
-            .expect_err("unknown key");
+        let e =
+            Manifest::parse("name = \"q\"\nversion = \"0.1.0\"\nworld = \"approval\"\nextra = 1\n")
+                .expect_err("unknown key");
         assert!(e.contains("extra"), "{e}");
         let e = Manifest::parse(
             "name = \"q\"\nversion = \"0.1.0\"\nworld = \"approval\"\n[limits]\ntimeout-ms = 999999\n",

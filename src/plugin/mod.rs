@@ -34,7 +34,7 @@ pub use bindings::types::{
 };
 pub use builtin::{BUILTINS, Builtin};
 pub use error::{LoadError, PluginError};
-pub use host::{HostConfig, Plugin, PluginHost};
+pub use host::{HostConfig, Inspection, Plugin, PluginHost};
 pub use manifest::{Capabilities, Limits, Manifest};
 
 /// Paths of the test-only abuse guests (`plugins/testing/*`), for the test suite.
@@ -236,7 +236,10 @@ impl fmt::Debug for Credentials {
                 .finish_non_exhaustive(),
             CredentialSet::Generic(g) => f
                 .debug_struct("GenericCredentials")
-                .field("keys", &g.values.iter().map(|kv| &kv.key).collect::<Vec<_>>())
+                .field(
+                    "keys",
+                    &g.values.iter().map(|kv| &kv.key).collect::<Vec<_>>(),
+                )
                 .field("expiration", &g.expiration)
                 .finish_non_exhaustive(),
         }

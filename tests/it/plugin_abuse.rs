@@ -27,7 +27,13 @@ async fn host_still_answers(host: &sallyport::plugin::PluginHost) {
     let quorum = builtin(host, "quorum", None, &SecretStore::new());
     let ev = quorum.evaluate(&ctx()).await.expect("quorum evaluates");
     assert!(
-        matches!(ev.decision, Decision::Approve { break_glass: false, .. }),
+        matches!(
+            ev.decision,
+            Decision::Approve {
+                break_glass: false,
+                ..
+            }
+        ),
         "{:?}",
         ev.decision
     );
@@ -44,11 +50,18 @@ async fn infinite_loop_times_out_while_others_are_served() {
     match looped {
         Err(PluginError::Timeout { plugin, limit }) => {
             assert_eq!(plugin, "loop");
-            assert_eq!(limit, Duration::from_millis(100), "approval default deadline");
+            assert_eq!(
+                limit,
+                Duration::from_millis(100),
+                "approval default deadline"
+            );
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(matches!(healthy.expect("healthy").decision, Decision::Approve { .. }));
+    assert!(matches!(
+        healthy.expect("healthy").decision,
+        Decision::Approve { .. }
+    ));
     host_still_answers(&host).await;
 }
 
@@ -148,7 +161,9 @@ async fn garbage_answers_are_malformed() {
     let mut c = ctx();
     c.settings = r#"{"mode":"err"}"#.into();
     match p.evaluate(&c).await {
-        Err(PluginError::Reported { message, .. }) => assert!(message.contains("garbage on purpose")),
+        Err(PluginError::Reported { message, .. }) => {
+            assert!(message.contains("garbage on purpose"))
+        }
         other => panic!("expected a reported error, got {other:?}"),
     }
 }
@@ -215,7 +230,10 @@ async fn granted_but_unconfigured_aws_answers_not_available() {
         Err(ConnectorFailure::Connector {
             error: ConnectorError::Failed(msg),
             ..
-        }) => assert!(msg.contains("NotAllowed") && msg.contains("allow-list"), "{msg}"),
+        }) => assert!(
+            msg.contains("NotAllowed") && msg.contains("allow-list"),
+            "{msg}"
+        ),
         other => panic!("expected not-allowed, got {other:?}"),
     }
 }
@@ -238,13 +256,29 @@ async fn filesystem_and_clock_imports_are_forbidden() {
 #[tokio::test]
 async fn future_api_version_is_refused() {
     let host = host();
-    let err = guest(&host, g::ABUSE_FUTURE_API, &approval_manifest("future", ""))
-        .expect_err("refused");
+    let err =
+        guest(&host, g::ABUSE_FUTURE_API, &approval_manifest("future", "")).expect_err("refused");
     match &err {
         LoadError::UnsupportedApi { found, .. } => assert!(found.contains("@0.2.0"), "{found}"),
         other => panic!("expected UnsupportedApi, got {other:?}"),
     }
     assert!(err.to_string().contains("0.1.x"), "{err}");
+}
+
+#[tokio::test]
+async fn manifest_api_version_must_match_the_component() {
+    let host = host();
+    let err = guest(
+        &host,
+        g::ABUSE_PANIC,
+        &approval_manifest("panicky", "api-version = \"0.1.3\"\n"),
+    )
+    .expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("api-version 0.1.3") && msg.contains("sallyport:plugin@0.1.0"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -267,11 +301,17 @@ async fn full_pool_is_busy_not_access() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         quorum.evaluate(&c).await
     });
-    assert!(matches!(looped, Err(PluginError::Timeout { .. })), "{looped:?}");
+    assert!(
+        matches!(looped, Err(PluginError::Timeout { .. })),
+        "{looped:?}"
+    );
     match queued {
         Err(e @ PluginError::Busy { .. }) => {
             assert_eq!(e.code(), "plugin_busy");
-            assert!(e.to_string().contains("all 1 sandbox slots are busy"), "{e}");
+            assert!(
+                e.to_string().contains("all 1 sandbox slots are busy"),
+                "{e}"
+            );
         }
         other => panic!("expected Busy, got {other:?}"),
     }
@@ -285,7 +325,9 @@ async fn wrong_world_calls_are_refused() {
     let http = builtin(&host, "http", None, &SecretStore::new());
     assert_eq!(http.world(), World::Connector);
     match http.evaluate(&ctx()).await {
-        Err(PluginError::WrongWorld { expected, actual, .. }) => {
+        Err(PluginError::WrongWorld {
+            expected, actual, ..
+        }) => {
             assert_eq!((expected, actual), (World::Approval, World::Connector))
         }
         other => panic!("expected WrongWorld, got {other:?}"),
@@ -295,7 +337,8 @@ async fn wrong_world_calls_are_refused() {
 #[tokio::test]
 async fn manifest_world_must_match_component() {
     let host = host();
-    let err = guest(&host, g::ABUSE_PANIC, &connector_manifest("panicky", "")).expect_err("mismatch");
+    let err =
+        guest(&host, g::ABUSE_PANIC, &connector_manifest("panicky", "")).expect_err("mismatch");
     assert!(matches!(err, LoadError::WorldMismatch { .. }), "{err:?}");
 }
 

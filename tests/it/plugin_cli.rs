@@ -25,10 +25,7 @@ fn builtin_file(dir: &tempfile::TempDir, name: &str) -> (String, String) {
     let manifest = dir.path().join("plugin.toml");
     std::fs::write(&wasm, b.wasm).expect("write wasm");
     std::fs::write(&manifest, b.manifest).expect("write manifest");
-    (
-        wasm.display().to_string(),
-        manifest.display().to_string(),
-    )
+    (wasm.display().to_string(), manifest.display().to_string())
 }
 
 #[test]
@@ -75,7 +72,15 @@ fn check_reports_bad_settings_with_paths_and_fails() {
 fn check_json_output_lists_capabilities() {
     let dir = tempfile::tempdir().expect("tmp");
     let (wasm, manifest) = builtin_file(&dir, "http");
-    let o = sallyport(&["plugin", "check", &wasm, "--manifest", &manifest, "--output", "json"]);
+    let o = sallyport(&[
+        "plugin",
+        "check",
+        &wasm,
+        "--manifest",
+        &manifest,
+        "--output",
+        "json",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json output");
@@ -100,8 +105,15 @@ fn check_refuses_bad_files_clearly() {
     // A core module rather than a component.
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
-    let (_, err) = text(&sallyport(&["plugin", "check", &core.display().to_string()]));
-    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    let (_, err) = text(&sallyport(&[
+        "plugin",
+        "check",
+        &core.display().to_string(),
+    ]));
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
     // Missing file.
     let o = sallyport(&["plugin", "check", "/nonexistent/x.wasm"]);
     let (_, err) = text(&o);
@@ -115,7 +127,13 @@ fn check_refuses_bad_files_clearly() {
     // A bad manifest names its problem.
     let m = dir.path().join("bad.toml");
     std::fs::write(&m, "name = \"q\"\nversion = \"1\"\nworld = \"approval\"\n").expect("write");
-    let o = sallyport(&["plugin", "check", &wasm, "--manifest", &m.display().to_string()]);
+    let o = sallyport(&[
+        "plugin",
+        "check",
+        &wasm,
+        "--manifest",
+        &m.display().to_string(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("version"), "{}", text(&o).1);
 }
@@ -140,7 +158,13 @@ fn check_refuses_ungranted_capability() {
         "name = \"sneaky\"\nversion = \"0.1.0\"\nworld = \"connector\"\n[capabilities.http]\nallow = []\n",
     )
     .expect("write");
-    let o = sallyport(&["plugin", "check", g::ABUSE_SNEAKY, "--manifest", &m.display().to_string()]);
+    let o = sallyport(&[
+        "plugin",
+        "check",
+        g::ABUSE_SNEAKY,
+        "--manifest",
+        &m.display().to_string(),
+    ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(out.contains("load:          REFUSED"), "{out}");
@@ -158,12 +182,18 @@ fn list_shows_builtins_with_hashes() {
         .iter()
         .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert!(names.contains(&"quorum".to_owned()) && names.contains(&"http".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"quorum".to_owned()) && names.contains(&"http".to_owned()),
+        "{names:?}"
+    );
     for p in v.as_array().expect("array") {
         assert_eq!(p["sha256"].as_str().map(str::len), Some(64));
         assert!(p["version"].as_str().is_some_and(|s| !s.is_empty()));
     }
     let o = sallyport(&["plugin", "list"]);
     let (out, _) = text(&o);
-    assert!(out.lines().next().is_some_and(|l| l.starts_with("NAME")), "{out}");
+    assert!(
+        out.lines().next().is_some_and(|l| l.starts_with("NAME")),
+        "{out}"
+    );
 }

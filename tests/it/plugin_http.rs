@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use sallyport::plugin::{
-    ConnectorError, ConnectorFailure, CredentialsRequest, GrantRequest, RevokeReason,
-    RevokeRequest,
+    ConnectorError, ConnectorFailure, CredentialsRequest, GrantRequest, RevokeReason, RevokeRequest,
 };
 use sallyport::secret::{Secret, SecretStore};
 use serde_json::{Value, json};
@@ -34,12 +33,22 @@ fn authorized(h: &HeaderMap) -> bool {
     h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
 }
 
-async fn create(State(t): State<Shared>, h: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+async fn create(
+    State(t): State<Shared>,
+    h: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     let mut t = t.lock().expect("lock");
-    let auth = h.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     t.seen.push(("POST".into(), "/grants".into(), auth));
     if !authorized(&h) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad token"})));
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bad token"})),
+        );
     }
     t.next += 1;
     let id = format!("g-{}", t.next);
@@ -49,8 +58,12 @@ async fn create(State(t): State<Shared>, h: HeaderMap, Json(body): Json<Value>) 
 
 async fn remove(State(t): State<Shared>, h: HeaderMap, Path(id): Path<String>) -> StatusCode {
     let mut t = t.lock().expect("lock");
-    let auth = h.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    t.seen.push(("DELETE".into(), format!("/grants/{id}"), auth));
+    let auth = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    t.seen
+        .push(("DELETE".into(), format!("/grants/{id}"), auth));
     if !authorized(&h) {
         return StatusCode::UNAUTHORIZED;
     }
@@ -65,10 +78,15 @@ async fn spawn_target() -> (SocketAddr, Shared) {
     let app = Router::new()
         .route("/grants", post(create))
         .route("/grants/{id}", delete(remove))
-        .route("/fail", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/fail",
+            post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .route("/forbidden", post(|| async { StatusCode::FORBIDDEN }))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -148,8 +166,14 @@ async fn grant_then_revoke_is_idempotent() {
         assert_eq!(body["role"], "aws/prod/admin");
         assert_eq!(body["until"], "2026-11-23T11:00:00Z");
         assert_eq!(body["seconds"], 3600, "numeric placeholder stays a number");
-        assert_eq!(body["why"], "fix \"prod\" {now}\n\\", "hostile text stays inert");
-        assert_eq!(t.seen[0].2.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            body["why"], "fix \"prod\" {now}\n\\",
+            "hostile text stays inert"
+        );
+        assert_eq!(
+            t.seen[0].2.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
     }
 
     let revoke = RevokeRequest {
@@ -170,7 +194,10 @@ async fn grant_then_revoke_is_idempotent() {
         .iter()
         .map(|(m, path, _)| format!("{m} {path}"))
         .collect();
-    assert_eq!(seen, ["POST /grants", "DELETE /grants/g-1", "DELETE /grants/g-1"]);
+    assert_eq!(
+        seen,
+        ["POST /grants", "DELETE /grants/g-1", "DELETE /grants/g-1"]
+    );
 
     // The http connector hands out no credentials.
     let creds = p
@@ -217,7 +244,10 @@ async fn origin_not_on_allow_list_is_refused_and_never_called() {
     let p = builtin(&host, "http", Some(&caps(addr)), &secrets());
     let s = settings(&format!("http://localhost:{}", addr.port()));
     assert!(p.grant(&grant_request(s)).await.is_err());
-    assert!(target.lock().expect("lock").seen.is_empty(), "nothing reached the target");
+    assert!(
+        target.lock().expect("lock").seen.is_empty(),
+        "nothing reached the target"
+    );
 }
 
 #[tokio::test]
@@ -231,15 +261,19 @@ async fn unreachable_endpoint_is_transient() {
     let p = builtin(
         &host,
         "http",
-        Some(&format!("[http]\nallow = [\"http://127.0.0.1:{port}\"]\nsecrets = [\"target_token\"]\n")),
+        Some(&format!(
+            "[http]\nallow = [\"http://127.0.0.1:{port}\"]\nsecrets = [\"target_token\"]\n"
+        )),
         &secrets(),
     );
     let s = settings(&format!("http://127.0.0.1:{port}"));
     match p.grant(&grant_request(s)).await {
-        Err(f @ ConnectorFailure::Connector {
-            error: ConnectorError::Transient(_),
-            ..
-        }) => assert!(f.is_transient()),
+        Err(
+            f @ ConnectorFailure::Connector {
+                error: ConnectorError::Transient(_),
+                ..
+            },
+        ) => assert!(f.is_transient()),
         other => panic!("expected transient, got {other:?}"),
     }
 }
@@ -252,7 +286,10 @@ async fn secret_not_granted_is_refused() {
     let p = builtin(
         &host,
         "http",
-        Some(&format!("[http]\nallow = [\"http://127.0.0.1:{}\"]\n", addr.port())),
+        Some(&format!(
+            "[http]\nallow = [\"http://127.0.0.1:{}\"]\n",
+            addr.port()
+        )),
         &secrets(),
     );
     let s = settings(&format!("http://127.0.0.1:{}", addr.port()));
@@ -308,7 +345,10 @@ async fn bad_settings_are_reported_with_paths() {
             let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
             assert!(paths.contains(&"grant.method"), "{paths:?}");
             assert!(paths.contains(&"grant.url"), "{paths:?}");
-            assert!(paths.iter().any(|p| p.starts_with("revoke.url")), "{paths:?}");
+            assert!(
+                paths.iter().any(|p| p.starts_with("revoke.url")),
+                "{paths:?}"
+            );
             assert!(paths.iter().any(|p| p.contains("extra")), "{errs:?}");
         }
         other => panic!("expected invalid, got {other:?}"),

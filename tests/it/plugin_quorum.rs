@@ -12,9 +12,20 @@ fn quorum() -> Plugin {
     builtin(&host(), "quorum", None, &SecretStore::new())
 }
 
-async fn decide(p: &Plugin, settings: &serde_json::Value, requester: (&str, &[&str]), dur: u64, reviews: Vec<Review>, now: i64) -> Decision {
+async fn decide(
+    p: &Plugin,
+    settings: &serde_json::Value,
+    requester: (&str, &[&str]),
+    dur: u64,
+    reviews: Vec<Review>,
+    now: i64,
+) -> Decision {
     let ctx = eval_ctx(
-        access_request(principal(requester.0, requester.1), dur, "a sufficiently long justification"),
+        access_request(
+            principal(requester.0, requester.1),
+            dur,
+            "a sufficiently long justification",
+        ),
         &settings.to_string(),
         reviews,
         now,
@@ -38,7 +49,13 @@ fn pending(d: &Decision) -> &Vec<sallyport::plugin::Requirement> {
 }
 
 fn approved(d: &Decision) -> bool {
-    matches!(d, Decision::Approve { break_glass: false, .. })
+    matches!(
+        d,
+        Decision::Approve {
+            break_glass: false,
+            ..
+        }
+    )
 }
 
 #[tokio::test]
@@ -54,7 +71,15 @@ async fn n_of_m_users_and_groups() {
     // Who may approve is exposed for the UI's "who will have to approve".
     assert!(reqs[0].admits("bob", &[]) && reqs[0].admits("zed", &["sre".into()]));
 
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("bob", &[])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("bob", &[])],
+        MONDAY_10_UTC,
+    )
+    .await;
     assert_eq!(pending(&d)[0].approved_by, ["bob"]);
     // A member of the group counts as the second approval.
     let d = decide(
@@ -87,16 +112,31 @@ async fn stages_combine_with_and_and_groups_with_or() {
         {"name": "team lead", "groups": ["leads", "managers"], "count": 1},
         {"name": "security", "groups": ["security"], "count": 1}
     ]});
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("bob", &["managers"])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("bob", &["managers"])],
+        MONDAY_10_UTC,
+    )
+    .await;
     let reqs = pending(&d);
-    assert_eq!(reqs[0].approved_by, ["bob"], "OR across groups: managers counts for team lead");
+    assert_eq!(
+        reqs[0].approved_by,
+        ["bob"],
+        "OR across groups: managers counts for team lead"
+    );
     assert!(reqs[1].approved_by.is_empty(), "security still missing");
     let d = decide(
         &p,
         &s,
         ("alice", &[]),
         3600,
-        vec![approve_by("bob", &["managers"]), approve_by("sam", &["security"])],
+        vec![
+            approve_by("bob", &["managers"]),
+            approve_by("sam", &["security"]),
+        ],
         MONDAY_10_UTC,
     )
     .await;
@@ -111,7 +151,15 @@ async fn one_person_counts_once_across_stages() {
         {"name": "b", "groups": ["leads", "security"], "count": 1}
     ]});
     // bob is in both groups: his one approval satisfies only one stage.
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("bob", &["leads", "security"])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("bob", &["leads", "security"])],
+        MONDAY_10_UTC,
+    )
+    .await;
     let satisfied = pending(&d).iter().filter(|r| r.satisfied()).count();
     assert_eq!(satisfied, 1);
     // bob (leads+security) approving first must not block sam (security only) from completing:
@@ -121,7 +169,10 @@ async fn one_person_counts_once_across_stages() {
         &s,
         ("alice", &[]),
         3600,
-        vec![approve_by("bob", &["leads", "security"]), approve_by("sam", &["security"])],
+        vec![
+            approve_by("bob", &["leads", "security"]),
+            approve_by("sam", &["security"]),
+        ],
         MONDAY_10_UTC,
     )
     .await;
@@ -133,10 +184,26 @@ async fn requester_review_never_counts() {
     let p = quorum();
     let s = json!({"stages": [{"groups": ["leads"], "count": 1}]});
     // alice is a lead herself: her own approval does not count.
-    let d = decide(&p, &s, ("alice", &["leads"]), 3600, vec![approve_by("alice", &["leads"])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &["leads"]),
+        3600,
+        vec![approve_by("alice", &["leads"])],
+        MONDAY_10_UTC,
+    )
+    .await;
     assert!(pending(&d)[0].approved_by.is_empty(), "{d:?}");
     // Nor does her own denial deny.
-    let d = decide(&p, &s, ("alice", &["leads"]), 3600, vec![deny_by("alice", &["leads"])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &["leads"]),
+        3600,
+        vec![deny_by("alice", &["leads"])],
+        MONDAY_10_UTC,
+    )
+    .await;
     assert!(matches!(d, Decision::Pending { .. }), "{d:?}");
 }
 
@@ -144,14 +211,36 @@ async fn requester_review_never_counts() {
 async fn eligible_denial_denies_ineligible_is_ignored_latest_wins() {
     let p = quorum();
     let s = json!({"stages": [{"users": ["bob", "carol"], "count": 2}]});
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![deny_by("mallory", &[])], MONDAY_10_UTC).await;
-    assert!(matches!(d, Decision::Pending { .. }), "ineligible deny ignored: {d:?}");
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![deny_by("mallory", &[])],
+        MONDAY_10_UTC,
+    )
+    .await;
+    assert!(
+        matches!(d, Decision::Pending { .. }),
+        "ineligible deny ignored: {d:?}"
+    );
     let mut r = deny_by("bob", &[]);
     r.comment = Some("not during the freeze".into());
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("carol", &[]), r], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("carol", &[]), r],
+        MONDAY_10_UTC,
+    )
+    .await;
     match d {
         Decision::Deny { reason } => {
-            assert!(reason.contains("bob") && reason.contains("not during the freeze"), "{reason}")
+            assert!(
+                reason.contains("bob") && reason.contains("not during the freeze"),
+                "{reason}"
+            )
         }
         other => panic!("expected deny, got {other:?}"),
     }
@@ -161,7 +250,11 @@ async fn eligible_denial_denies_ineligible_is_ignored_latest_wins() {
         &s,
         ("alice", &[]),
         3600,
-        vec![deny_by("bob", &[]), approve_by("bob", &[]), approve_by("carol", &[])],
+        vec![
+            deny_by("bob", &[]),
+            approve_by("bob", &[]),
+            approve_by("carol", &[]),
+        ],
         MONDAY_10_UTC,
     )
     .await;
@@ -177,7 +270,10 @@ async fn auto_approve_by_group() {
     });
     let d = decide(&p, &s, ("alice", &["sre"]), 3600, vec![], MONDAY_10_UTC).await;
     match &d {
-        Decision::Approve { reason, break_glass } => {
+        Decision::Approve {
+            reason,
+            break_glass,
+        } => {
             assert!(!break_glass);
             assert!(reason.contains("sre"), "{reason}");
         }
@@ -195,17 +291,30 @@ async fn auto_approve_in_a_weekly_window_in_a_time_zone() {
         "auto_approve": [{"window": {"time_zone": "Europe/Paris", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "18:00"}}]
     });
     // Monday 10:00 UTC is 11:00 in Paris: inside.
-    assert!(approved(&decide(&p, &s, ("alice", &[]), 3600, vec![], MONDAY_10_UTC).await));
+    assert!(approved(
+        &decide(&p, &s, ("alice", &[]), 3600, vec![], MONDAY_10_UTC).await
+    ));
     // Monday 17:30 UTC is 18:30 in Paris: outside.
     let late = MONDAY_10_UTC + (7 * 60 + 30) * 60_000;
-    assert!(matches!(decide(&p, &s, ("alice", &[]), 3600, vec![], late).await, Decision::Pending { .. }));
+    assert!(matches!(
+        decide(&p, &s, ("alice", &[]), 3600, vec![], late).await,
+        Decision::Pending { .. }
+    ));
     // Monday 07:30 UTC is 08:30 in Paris: outside; 08:30 UTC is 09:30: inside.
     let early = MONDAY_10_UTC - 150 * 60_000;
-    assert!(matches!(decide(&p, &s, ("alice", &[]), 3600, vec![], early).await, Decision::Pending { .. }));
-    assert!(approved(&decide(&p, &s, ("alice", &[]), 3600, vec![], early + 60 * 60_000).await));
+    assert!(matches!(
+        decide(&p, &s, ("alice", &[]), 3600, vec![], early).await,
+        Decision::Pending { .. }
+    ));
+    assert!(approved(
+        &decide(&p, &s, ("alice", &[]), 3600, vec![], early + 60 * 60_000).await
+    ));
     // Sunday at the same hour: outside.
     let sunday = MONDAY_10_UTC - 24 * 3_600_000;
-    assert!(matches!(decide(&p, &s, ("alice", &[]), 3600, vec![], sunday).await, Decision::Pending { .. }));
+    assert!(matches!(
+        decide(&p, &s, ("alice", &[]), 3600, vec![], sunday).await,
+        Decision::Pending { .. }
+    ));
 }
 
 #[tokio::test]
@@ -215,7 +324,9 @@ async fn auto_approve_up_to_a_duration() {
         "stages": [{"users": ["bob"]}],
         "auto_approve": [{"max_duration": "1h"}]
     });
-    assert!(approved(&decide(&p, &s, ("alice", &[]), 3600, vec![], MONDAY_10_UTC).await));
+    assert!(approved(
+        &decide(&p, &s, ("alice", &[]), 3600, vec![], MONDAY_10_UTC).await
+    ));
     assert!(matches!(
         decide(&p, &s, ("alice", &[]), 3601, vec![], MONDAY_10_UTC).await,
         Decision::Pending { .. }
@@ -245,9 +356,15 @@ async fn auto_approve_conditions_combine() {
         "stages": [{"users": ["bob"]}],
         "auto_approve": [{"requester_groups": ["oncall"], "max_duration": "30m"}]
     });
-    assert!(approved(&decide(&p, &s, ("alice", &["oncall"]), 1800, vec![], MONDAY_10_UTC).await));
-    assert!(!approved(&decide(&p, &s, ("alice", &["oncall"]), 3600, vec![], MONDAY_10_UTC).await));
-    assert!(!approved(&decide(&p, &s, ("alice", &[]), 1800, vec![], MONDAY_10_UTC).await));
+    assert!(approved(
+        &decide(&p, &s, ("alice", &["oncall"]), 1800, vec![], MONDAY_10_UTC).await
+    ));
+    assert!(!approved(
+        &decide(&p, &s, ("alice", &["oncall"]), 3600, vec![], MONDAY_10_UTC).await
+    ));
+    assert!(!approved(
+        &decide(&p, &s, ("alice", &[]), 1800, vec![], MONDAY_10_UTC).await
+    ));
 }
 
 #[tokio::test]
@@ -258,9 +375,20 @@ async fn break_glass_self_approval_is_flagged() {
         "break_glass": {"enabled": true, "min_justification_chars": 20}
     });
     // Long enough justification (see `decide`): self-approval passes, flagged.
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("alice", &[])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("alice", &[])],
+        MONDAY_10_UTC,
+    )
+    .await;
     match &d {
-        Decision::Approve { break_glass, reason } => {
+        Decision::Approve {
+            break_glass,
+            reason,
+        } => {
             assert!(*break_glass, "must be flagged");
             assert!(reason.contains("break-glass"), "{reason}");
         }
@@ -277,7 +405,15 @@ async fn break_glass_self_approval_is_flagged() {
     assert!(matches!(d, Decision::Pending { .. }), "{d:?}");
     // Disabled: self-approval is ignored.
     let s = json!({"stages": [{"users": ["bob"]}]});
-    let d = decide(&p, &s, ("alice", &[]), 3600, vec![approve_by("alice", &[])], MONDAY_10_UTC).await;
+    let d = decide(
+        &p,
+        &s,
+        ("alice", &[]),
+        3600,
+        vec![approve_by("alice", &[])],
+        MONDAY_10_UTC,
+    )
+    .await;
     assert!(matches!(d, Decision::Pending { .. }), "{d:?}");
 }
 
@@ -294,21 +430,46 @@ async fn validate_gives_precise_paths() {
     let p = quorum();
     let cases = [
         (json!({}), "stages"),
-        (json!({"stages": [{"users": ["bob"], "count": 0}]}), "stages[0].count"),
-        (json!({"stages": [{"users": ["bob"], "count": 2}]}), "stages[0].count"),
+        (
+            json!({"stages": [{"users": ["bob"], "count": 0}]}),
+            "stages[0].count",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"], "count": 2}]}),
+            "stages[0].count",
+        ),
         (json!({"stages": [{"count": 1}]}), "stages[0]"),
-        (json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "Mars/Olympus", "days": ["mon"], "from": "09:00", "to": "17:00"}}]}), "auto_approve[0].window.time_zone"),
-        (json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "UTC", "days": ["mon"], "from": "18:00", "to": "09:00"}}]}), "auto_approve[0].window"),
-        (json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "UTC", "days": ["someday"], "from": "09:00", "to": "17:00"}}]}), "auto_approve[0].window.days[0]"),
-        (json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"max_duration": "forever"}]}), "auto_approve[0].max_duration"),
-        (json!({"stages": [{"users": ["bob"]}], "break_glass": {"enabled": true, "min_justification_chars": 0}}), "break_glass.min_justification_chars"),
-        (json!({"stages": [{"users": ["bob"], "colour": "red"}]}), "stages[0].colour"),
+        (
+            json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "Mars/Olympus", "days": ["mon"], "from": "09:00", "to": "17:00"}}]}),
+            "auto_approve[0].window.time_zone",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "UTC", "days": ["mon"], "from": "18:00", "to": "09:00"}}]}),
+            "auto_approve[0].window",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "UTC", "days": ["someday"], "from": "09:00", "to": "17:00"}}]}),
+            "auto_approve[0].window.days[0]",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"]}], "auto_approve": [{"max_duration": "forever"}]}),
+            "auto_approve[0].max_duration",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"]}], "break_glass": {"enabled": true, "min_justification_chars": 0}}),
+            "break_glass.min_justification_chars",
+        ),
+        (
+            json!({"stages": [{"users": ["bob"], "colour": "red"}]}),
+            "stages[0].colour",
+        ),
         (json!({"stages": [{"users": "bob"}]}), "stages[0].users"),
     ];
     for (settings, path) in cases {
         match p.validate(&settings.to_string()).await {
             Err(ValidateFailure::Invalid(errs)) => assert!(
-                errs.iter().any(|e| e.path.starts_with(path) && !e.message.is_empty()),
+                errs.iter()
+                    .any(|e| e.path.starts_with(path) && !e.message.is_empty()),
                 "{settings}: wanted an error at {path}, got {errs:?}"
             ),
             other => panic!("{settings}: expected invalid, got {other:?}"),
@@ -332,7 +493,10 @@ async fn invalid_settings_at_evaluate_are_an_error_not_a_decision() {
         vec![],
         MONDAY_10_UTC,
     );
-    let err = p.evaluate(&ctx).await.expect_err("no decision from bad settings");
+    let err = p
+        .evaluate(&ctx)
+        .await
+        .expect_err("no decision from bad settings");
     assert_eq!(err.code(), "plugin_reported_error");
 }
 

@@ -65,7 +65,11 @@ pub fn principal(id: &str, groups: &[&str]) -> Principal {
 /// 2026-11-23T10:00:00Z, a Monday.
 pub const MONDAY_10_UTC: i64 = 1_795_428_000_000;
 
-pub fn access_request(requester: Principal, duration_seconds: u64, justification: &str) -> AccessRequest {
+pub fn access_request(
+    requester: Principal,
+    duration_seconds: u64,
+    justification: &str,
+) -> AccessRequest {
     AccessRequest {
         id: "req-1".into(),
         entitlement: "aws/prod/admin".into(),
@@ -80,14 +84,23 @@ pub fn access_request(requester: Principal, duration_seconds: u64, justification
 pub fn review(reviewer: Principal, approve: bool) -> Review {
     Review {
         reviewer,
-        verdict: if approve { Verdict::Approve } else { Verdict::Deny },
+        verdict: if approve {
+            Verdict::Approve
+        } else {
+            Verdict::Deny
+        },
         comment: None,
         at: MONDAY_10_UTC,
         channel: Channel::Web,
     }
 }
 
-pub fn eval_ctx(req: AccessRequest, settings: &str, reviews: Vec<Review>, now: i64) -> EvaluationContext {
+pub fn eval_ctx(
+    req: AccessRequest,
+    settings: &str,
+    reviews: Vec<Review>,
+    now: i64,
+) -> EvaluationContext {
     EvaluationContext {
         subject: Subject::Access(req),
         settings: settings.into(),

@@ -37,8 +37,10 @@ use serde_json::{Value, json};
 use settings::{Call, HeaderSpec, Method, Settings};
 use template::Vars;
 
-/// Responses larger than this are not kept in the handle (which the host stores).
-pub const MAX_STORED_RESPONSE: usize = 64 * 1024;
+/// Responses larger than this are not kept in the handle (which the host stores). Well under the
+/// host's 64 KiB limit on a whole handle, so a kept response never makes a grant fail after the
+/// target has already granted access.
+pub const MAX_STORED_RESPONSE: usize = 32 * 1024;
 /// How much of an unexpected response body an error message quotes.
 const BODY_EXCERPT_CHARS: usize = 200;
 

@@ -8,6 +8,13 @@
 pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
+mod bump;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: bump::Bump = bump::Bump::new();
+
+#[cfg(target_arch = "wasm32")]
 mod component {
     wit_bindgen::generate!({ world: "approval", path: "../../wit" });
 
@@ -21,11 +28,20 @@ mod component {
     struct Quorum;
 
     fn principal(p: Principal) -> policy::Principal {
-        policy::Principal { id: p.id, groups: p.groups }
+        policy::Principal {
+            id: p.id,
+            groups: p.groups,
+        }
     }
 
     fn setting_errors(errors: Vec<policy::SettingError>) -> Vec<SettingError> {
-        errors.into_iter().map(|e| SettingError { path: e.path, message: e.message }).collect()
+        errors
+            .into_iter()
+            .map(|e| SettingError {
+                path: e.path,
+                message: e.message,
+            })
+            .collect()
     }
 
     impl Guest for Quorum {
@@ -36,10 +52,11 @@ mod component {
         fn evaluate(ctx: EvaluationContext) -> Result<Decision, String> {
             // Time zone names were checked by `validate`; skipping that here avoids loading time
             // zone data unless a window is actually checked.
-            let settings = policy::parse_settings_for_evaluation(&ctx.settings).map_err(|errors| {
-                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                format!("invalid quorum settings: {}", list.join("; "))
-            })?;
+            let settings =
+                policy::parse_settings_for_evaluation(&ctx.settings).map_err(|errors| {
+                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    format!("invalid quorum settings: {}", list.join("; "))
+                })?;
             let req = match ctx.subject {
                 Subject::Access(a) => policy::Request {
                     requester: principal(a.requester),
@@ -63,9 +80,13 @@ mod component {
                 .collect();
 
             Ok(match policy::evaluate(&settings, &req, &reviews, ctx.now) {
-                policy::Outcome::Approve { reason, break_glass } => {
-                    Decision::Approve(Approval { reason, break_glass })
-                }
+                policy::Outcome::Approve {
+                    reason,
+                    break_glass,
+                } => Decision::Approve(Approval {
+                    reason,
+                    break_glass,
+                }),
                 policy::Outcome::Deny(reason) => Decision::Deny(reason),
                 policy::Outcome::Pending(requirements) => {
                     if policy::break_glass_too_short(&settings, &req, &reviews) {

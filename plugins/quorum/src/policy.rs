@@ -1,9 +1,9 @@
 //! The `quorum` approval policy: n-of-m approval stages, auto-approve rules and break-glass.
 //!
-//! This file is pure and self-contained: it uses only `std`, `serde`, `serde_json` and `jiff`, and its own
-//! plain types (no wit-bindgen types), so the server's benchmark can include it natively with
-//! `#[path = "../plugins/quorum/src/policy.rs"] mod policy;`. Keep it that way: no `crate::` or
-//! `super::` paths, no clock (`now` is always passed in). The tests are in `tests/policy.rs`.
+//! This file is pure and self-contained: it uses only `std`, `serde`, `serde_json` and `jiff`,
+//! and its own plain types (no wit-bindgen types), so the server's benchmark can include it
+//! natively with `#[path = "../plugins/quorum/src/policy.rs"] mod policy;`. Keep it that way: no
+//! `crate::` or `super::` paths, no clock (`now` is always passed in). Tests: `tests/policy.rs`.
 //!
 //! # Settings
 //!
@@ -23,6 +23,20 @@
 //! }
 //! ```
 //!
+//! - `stages` (all must be satisfied): `name` (default `stage <n>`, 1-based), `users` (principal
+//!   ids) and/or `groups` (any of them), `count` distinct approvals (default 1; without groups, at
+//!   most the number of distinct users). May be left out or empty only if `auto_approve` is not.
+//! - `auto_approve` (first match wins): `name` (default `rule <index>`, 0-based), and optional
+//!   conditions that must all hold: `requester_groups` (requester in any), `window` (all four
+//!   fields required: an IANA `time_zone`; `days`, `mon`..`sun` or full English names, any case;
+//!   `from` and `to` as `HH:MM`, local time in `[from, to)`, `to` may be `24:00`, `from < to`),
+//!   `max_duration` (`"90s"`, `"30m"`, `"2h30m"`, `"1d"` or seconds; the requested duration must
+//!   be at most this, and action requests never match).
+//! - `break_glass`: `enabled` (default false), `min_justification_chars` (default 20).
+//!
+//! Unknown or repeated fields and wrong types are errors; `null` is the same as leaving an
+//! optional field out. Every error is reported, with its path (e.g. `stages[1].count`).
+//!
 //! # Decision, in order
 //!
 //! 1. The first auto-approve rule whose conditions all hold approves.
@@ -30,9 +44,11 @@
 //! 3. Only each reviewer's latest review counts; the requester's own never counts toward a stage.
 //! 4. A deny by a reviewer eligible for any stage denies.
 //! 5. All stages satisfied (each by `count` distinct approvers, one approver counting toward at
-//!    most one stage) approves.
-//! 6. Break-glass, when enabled: the requester's own approval with a long enough justification
-//!    approves, flagged as break-glass.
+//!    most one stage, assigned by maximum matching) approves.
+//! 6. Break-glass, when enabled: the requester's own latest review approves and the trimmed
+//!    justification has at least `min_justification_chars` characters: approved, flagged as
+//!    break-glass (only when the stages alone do not approve, so the flag means the approval
+//!    relies on it).
 //! 7. Otherwise the request is pending, with every stage's progress.
 
 // Not every item is used by every includer (the plugin glue, the server's benchmark).
@@ -175,7 +191,10 @@ pub struct BreakGlass {
 
 impl Default for BreakGlass {
     fn default() -> Self {
-        BreakGlass { enabled: false, min_justification_chars: DEFAULT_MIN_JUSTIFICATION_CHARS }
+        BreakGlass {
+            enabled: false,
+            min_justification_chars: DEFAULT_MIN_JUSTIFICATION_CHARS,
+        }
     }
 }
 
@@ -224,7 +243,11 @@ pub fn evaluate(settings: &Settings, req: &Request, reviews: &[Review], now_ms: 
     // 5. Assign approvers to stages (each approver to at most one stage).
     let approvers: Vec<&Review> = latest.into_iter().filter(|r| r.approve).collect();
     let assigned = assign(stages, &approvers);
-    if assigned.iter().zip(stages).all(|(a, s)| a.len() == s.count as usize) {
+    if assigned
+        .iter()
+        .zip(stages)
+        .all(|(a, s)| a.len() == s.count as usize)
+    {
         let n = stages.len();
         return Outcome::Approve {
             reason: format!("{n} of {n} stages satisfied"),
@@ -233,13 +256,11 @@ pub fn evaluate(settings: &Settings, req: &Request, reviews: &[Review], now_ms: 
     }
 
     // 6. Break-glass.
-    if let Some(own) = own {
-        if own.approve && break_glass_justified(&settings.break_glass, req) {
-            return Outcome::Approve {
-                reason: format!("break-glass: self-approved by {requester}"),
-                break_glass: true,
-            };
-        }
+    if own.is_some_and(|r| r.approve) && break_glass_justified(&settings.break_glass, req) {
+        return Outcome::Approve {
+            reason: format!("break-glass: self-approved by {requester}"),
+            break_glass: true,
+        };
     }
 
     // 7. Pending.
@@ -252,7 +273,10 @@ pub fn evaluate(settings: &Settings, req: &Request, reviews: &[Review], now_ms: 
                 users: s.users.clone(),
                 groups: s.groups.clone(),
                 needed: s.count,
-                approved_by: a.into_iter().map(|i| approvers[i].reviewer.id.clone()).collect(),
+                approved_by: a
+                    .into_iter()
+                    .map(|i| approvers[i].reviewer.id.clone())
+                    .collect(),
             })
             .collect(),
     )
@@ -262,18 +286,24 @@ pub fn evaluate(settings: &Settings, req: &Request, reviews: &[Review], now_ms: 
 /// but the justification is too short for it to count (the self-approval is then ignored).
 pub fn break_glass_too_short(settings: &Settings, req: &Request, reviews: &[Review]) -> bool {
     settings.break_glass.enabled
-        && reviews.iter().rev().find(|r| r.reviewer.id == req.requester.id).is_some_and(|r| r.approve)
+        && reviews
+            .iter()
+            .rev()
+            .find(|r| r.reviewer.id == req.requester.id)
+            .is_some_and(|r| r.approve)
         && !break_glass_justified(&settings.break_glass, req)
 }
 
 fn break_glass_justified(bg: &BreakGlass, req: &Request) -> bool {
-    bg.enabled
-        && req.justification.trim().chars().count() >= bg.min_justification_chars as usize
+    bg.enabled && req.justification.trim().chars().count() >= bg.min_justification_chars as usize
 }
 
 /// Each reviewer's latest review other than the requester's, in review order, and the requester's
 /// own latest review.
-fn latest_reviews<'a>(reviews: &'a [Review], requester: &str) -> (Vec<&'a Review>, Option<&'a Review>) {
+fn latest_reviews<'a>(
+    reviews: &'a [Review],
+    requester: &str,
+) -> (Vec<&'a Review>, Option<&'a Review>) {
     let mut latest: Vec<&Review> = Vec::with_capacity(reviews.len());
     let mut own = None;
     for r in reviews.iter().rev() {
@@ -293,7 +323,7 @@ fn latest_reviews<'a>(reviews: &'a [Review], requester: &str) -> (Vec<&'a Review
 impl Stage {
     /// Whether `p` may approve this stage: listed as a user, or a member of any listed group.
     pub fn is_eligible(&self, p: &Principal) -> bool {
-        self.users.iter().any(|u| *u == p.id) || self.groups.iter().any(|g| p.groups.contains(g))
+        self.users.contains(&p.id) || self.groups.iter().any(|g| p.groups.contains(g))
     }
 }
 
@@ -313,7 +343,12 @@ fn assign(stages: &[Stage], approvers: &[&Review]) -> Vec<Vec<usize>> {
         .collect();
     let mut missing: usize = stages.iter().map(|s| s.count as usize).sum();
     let mut visited = vec![false; n_stages];
-    let mut m = Matching { stages, eligible: &eligible, assigned: &mut assigned, visited: &mut visited };
+    let mut m = Matching {
+        stages,
+        eligible: &eligible,
+        assigned: &mut assigned,
+        visited: &mut visited,
+    };
     for u in 0..approvers.len() {
         if missing == 0 {
             break;
@@ -332,11 +367,15 @@ fn assign(stages: &[Stage], approvers: &[&Review]) -> Vec<Vec<usize>> {
     assigned
 }
 
+/// The state of one run of [`assign`].
 struct Matching<'a> {
     stages: &'a [Stage],
+    /// `eligible[u * stages.len() + j]`: whether approver `u` may approve stage `j`.
     eligible: &'a [bool],
-    assigned: &'a mut Vec<Vec<usize>>,
-    visited: &'a mut Vec<bool>,
+    /// The approvers counted toward each stage.
+    assigned: &'a mut [Vec<usize>],
+    /// The stages already tried in the current search for an augmenting path.
+    visited: &'a mut [bool],
 }
 
 impl Matching<'_> {
@@ -367,10 +406,10 @@ impl Matching<'_> {
 impl AutoApproveRule {
     /// Whether every present condition holds (a rule without conditions matches everything).
     pub fn matches(&self, req: &Request, now_ms: i64) -> bool {
-        if let Some(groups) = &self.requester_groups {
-            if !req.requester.groups.iter().any(|g| groups.contains(g)) {
-                return false;
-            }
+        if let Some(groups) = &self.requester_groups
+            && !req.requester.groups.iter().any(|g| groups.contains(g))
+        {
+            return false;
         }
         if let Some(max) = self.max_duration_seconds {
             match req.duration_seconds {
@@ -378,10 +417,10 @@ impl AutoApproveRule {
                 _ => return false,
             }
         }
-        if let Some(w) = &self.window {
-            if !w.contains(now_ms) {
-                return false;
-            }
+        if let Some(w) = &self.window
+            && !w.contains(now_ms)
+        {
+            return false;
         }
         true
     }
@@ -391,8 +430,10 @@ impl Window {
     /// Whether the instant `now_ms` (ms since the Unix epoch) falls inside the window.
     pub fn contains(&self, now_ms: i64) -> bool {
         // An unknown zone (only possible with `parse_settings_for_evaluation`) never matches.
-        let (Ok(ts), Ok(tz)) = (Timestamp::from_millisecond(now_ms), TimeZone::get(&self.time_zone))
-        else {
+        let (Ok(ts), Ok(tz)) = (
+            Timestamp::from_millisecond(now_ms),
+            TimeZone::get(&self.time_zone),
+        ) else {
             return false;
         };
         let local = tz.to_datetime(ts);
@@ -428,12 +469,19 @@ pub fn validate(json: &str) -> Result<(), Vec<SettingError>> {
 }
 
 fn parse(json: &str, check_time_zones: bool) -> Result<Settings, Vec<SettingError>> {
-    let mut p = Parser { errors: Vec::new(), check_time_zones };
+    let mut p = Parser {
+        errors: Vec::new(),
+        check_time_zones,
+    };
     let mut de = serde_json::Deserializer::from_str(json);
     let root = Path::Root;
-    let got = At { p: &mut p, path: &root, kind: SettingsKind }
-        .deserialize(&mut de)
-        .and_then(|got| de.end().map(|()| got));
+    let got = At {
+        p: &mut p,
+        path: &root,
+        kind: SettingsKind,
+    }
+    .deserialize(&mut de)
+    .and_then(|got| de.end().map(|()| got));
     let got = match got {
         Ok(got) => got,
         Err(e) => {
@@ -472,7 +520,10 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         let mut n: u64 = 0;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             let digit = (bytes[i] - b'0') as u64;
-            n = n.checked_mul(10).and_then(|n| n.checked_add(digit)).ok_or_else(too_long)?;
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(digit))
+                .ok_or_else(too_long)?;
             i += 1;
         }
         if i == start || i == bytes.len() {
@@ -601,7 +652,10 @@ struct Parser {
 
 impl Parser {
     fn error(&mut self, path: &Path, message: impl Into<String>) {
-        self.errors.push(SettingError { path: path.to_string(), message: message.into() });
+        self.errors.push(SettingError {
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     fn wrong_type<T>(&mut self, path: &Path, expected: &str, found: impl fmt::Display) -> Got<T> {
@@ -758,7 +812,10 @@ fn name(p: &mut Parser, path: &Path, s: Scalar, default: impl FnOnce() -> String
     match s {
         Scalar::Str(s) if s.trim().is_empty() => {
             let default = default();
-            p.error(path, format!("must not be empty; omit it to use the default name \"{default}\""));
+            p.error(
+                path,
+                format!("must not be empty; omit it to use the default name \"{default}\""),
+            );
             Got::Bad
         }
         Scalar::Str(s) => Got::Ok(s.into_owned()),
@@ -799,12 +856,19 @@ fn max_duration(p: &mut Parser, path: &Path, s: Scalar) -> Got<u64> {
         },
         Scalar::U64(n) => n,
         Scalar::I64(_) | Scalar::F64(_) => {
-            return p.wrong_type(path, &format!("{DURATION} greater than zero"), format_args!("{s}"));
+            return p.wrong_type(
+                path,
+                &format!("{DURATION} greater than zero"),
+                format_args!("{s}"),
+            );
         }
         s => return p.wrong_type(path, DURATION, s),
     };
     if secs == 0 {
-        p.error(path, format!("must be longer than zero: expected {DURATION}"));
+        p.error(
+            path,
+            format!("must be longer than zero: expected {DURATION}"),
+        );
         return Got::Bad;
     }
     Got::Ok(secs)
@@ -871,12 +935,22 @@ trait Container: Sized {
     /// What is expected, for messages.
     fn expected(&self) -> &'static str;
 
-    fn seq<'de, A: SeqAccess<'de>>(self, p: &mut Parser, path: &Path, mut seq: A) -> Result<Got<Self::Out>, A::Error> {
+    fn seq<'de, A: SeqAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        mut seq: A,
+    ) -> Result<Got<Self::Out>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(p.wrong_type(path, self.expected(), "an array"))
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, mut map: A) -> Result<Got<Self::Out>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        mut map: A,
+    ) -> Result<Got<Self::Out>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(p.wrong_type(path, self.expected(), "an object"))
     }
@@ -913,23 +987,35 @@ impl<'de, K: Container> Visitor<'de> for At<'_, '_, K> {
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
-        Ok(self.p.wrong_type(self.path, self.kind.expected(), Scalar::Bool(b)))
+        Ok(self
+            .p
+            .wrong_type(self.path, self.kind.expected(), Scalar::Bool(b)))
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(self.p.wrong_type(self.path, self.kind.expected(), Scalar::U64(n)))
+        Ok(self
+            .p
+            .wrong_type(self.path, self.kind.expected(), Scalar::U64(n)))
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
-        Ok(self.p.wrong_type(self.path, self.kind.expected(), Scalar::I64(n)))
+        Ok(self
+            .p
+            .wrong_type(self.path, self.kind.expected(), Scalar::I64(n)))
     }
 
     fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
-        Ok(self.p.wrong_type(self.path, self.kind.expected(), Scalar::F64(n)))
+        Ok(self
+            .p
+            .wrong_type(self.path, self.kind.expected(), Scalar::F64(n)))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(self.p.wrong_type(self.path, self.kind.expected(), Scalar::Str(Cow::Borrowed(s))))
+        Ok(self.p.wrong_type(
+            self.path,
+            self.kind.expected(),
+            Scalar::Str(Cow::Borrowed(s)),
+        ))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
@@ -960,7 +1046,11 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|k| *k == s).ok_or_else(|| s.to_string()))
+        Ok(self
+            .0
+            .iter()
+            .position(|k| *k == s)
+            .ok_or_else(|| s.to_string()))
     }
 }
 
@@ -981,12 +1071,22 @@ fn fields<'de, A: MapAccess<'de>>(
                 value(p, &path.key(known[i]), i, &mut map)?;
             }
             Ok(i) => {
-                p.error(&path.key(known[i]), "is given more than once; keep only one");
+                p.error(
+                    &path.key(known[i]),
+                    "is given more than once; keep only one",
+                );
                 map.next_value::<IgnoredAny>()?;
             }
             Err(key) => {
-                let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-                p.error(&path.key(&key), format!("unknown field `{key}`; expected one of {list}"));
+                let list = known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                p.error(
+                    &path.key(&key),
+                    format!("unknown field `{key}`; expected one of {list}"),
+                );
                 map.next_value::<IgnoredAny>()?;
             }
         }
@@ -1005,7 +1105,12 @@ fn scalars<'de, A: SeqAccess<'de>>(
     let mut i = 0;
     loop {
         let path = path.index(i);
-        let Some(got) = seq.next_element_seed(ScalarAt { p, path: &path, expected })? else {
+        let Some(got) = seq.next_element_seed(ScalarAt {
+            p,
+            path: &path,
+            expected,
+        })?
+        else {
             return Ok(());
         };
         element(p, &path, got);
@@ -1023,7 +1128,12 @@ impl Container for StrList {
         "an array of strings"
     }
 
-    fn seq<'de, A: SeqAccess<'de>>(self, p: &mut Parser, path: &Path, seq: A) -> Result<Got<Vec<String>>, A::Error> {
+    fn seq<'de, A: SeqAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        seq: A,
+    ) -> Result<Got<Vec<String>>, A::Error> {
         let mut out = Vec::new();
         let mut ok = true;
         scalars(p, path, seq, A_STRING, |p, path, got| {
@@ -1047,7 +1157,12 @@ impl Container for Days {
         DAYS
     }
 
-    fn seq<'de, A: SeqAccess<'de>>(self, p: &mut Parser, path: &Path, seq: A) -> Result<Got<u8>, A::Error> {
+    fn seq<'de, A: SeqAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        seq: A,
+    ) -> Result<Got<u8>, A::Error> {
         let mut days = 0u8;
         let mut ok = true;
         let mut any = false;
@@ -1057,7 +1172,10 @@ impl Container for Days {
             match p.not_null(path, got, DAY) {
                 Some(d) if days & (1 << d) != 0 => {
                     let day = DAY_NAMES[d as usize].1;
-                    p.error(path, format!("repeats {day}, already listed; list each day once"));
+                    p.error(
+                        path,
+                        format!("repeats {day}, already listed; list each day once"),
+                    );
                     ok = false;
                 }
                 Some(d) => days |= 1 << d,
@@ -1082,14 +1200,26 @@ impl<K: Container> Container for List<K> {
         self.1
     }
 
-    fn seq<'de, A: SeqAccess<'de>>(self, p: &mut Parser, path: &Path, mut seq: A) -> Result<Got<Self::Out>, A::Error> {
+    fn seq<'de, A: SeqAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        mut seq: A,
+    ) -> Result<Got<Self::Out>, A::Error> {
         let mut items = Vec::new();
         let mut i = 0;
         loop {
             let path = path.index(i);
             let kind = (self.0)(i);
             let expected = kind.expected();
-            let Some(got) = seq.next_element_seed(At { p, path: &path, kind })? else { break };
+            let Some(got) = seq.next_element_seed(At {
+                p,
+                path: &path,
+                kind,
+            })?
+            else {
+                break;
+            };
             if let Some(item) = p.not_null(&path, got, expected) {
                 items.push(item);
             }
@@ -1109,28 +1239,62 @@ impl Container for WindowKind {
         "an object (a weekly window)"
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, map: A) -> Result<Got<Window>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        map: A,
+    ) -> Result<Got<Window>, A::Error> {
         const KEYS: &[&str] = &["time_zone", "days", "from", "to"];
         let (mut tz, mut days, mut from, mut to) = (Got::Null, Got::Null, Got::Null, Got::Null);
         fields(p, path, map, KEYS, |p, path, i, map| {
             match i {
                 0 => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: ZONE })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: ZONE,
+                    })?;
                     tz = scalar(got, |s| zone(p, path, s));
                 }
-                1 => days = map.next_value_seed(At { p, path, kind: Days })?,
+                1 => {
+                    days = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: Days,
+                    })?
+                }
                 _ => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: TIME })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: TIME,
+                    })?;
                     let got = scalar(got, |s| time(p, path, s, i == 3));
                     if i == 2 { from = got } else { to = got }
                 }
             }
             Ok(())
         })?;
-        let tz = p.required(path, "time_zone", tz, "an IANA time zone name such as \"Europe/Paris\"");
+        let tz = p.required(
+            path,
+            "time_zone",
+            tz,
+            "an IANA time zone name such as \"Europe/Paris\"",
+        );
         let days = p.required(path, "days", days, DAYS);
-        let from = p.required(path, "from", from, "a 24-hour time as HH:MM, e.g. \"09:00\"");
-        let to = p.required(path, "to", to, "a 24-hour time as HH:MM, e.g. \"18:00\", or \"24:00\"");
+        let from = p.required(
+            path,
+            "from",
+            from,
+            "a 24-hour time as HH:MM, e.g. \"09:00\"",
+        );
+        let to = p.required(
+            path,
+            "to",
+            to,
+            "a 24-hour time as HH:MM, e.g. \"18:00\", or \"24:00\"",
+        );
         let (Some(tz), Some(days), Some(from), Some(to)) = (tz, days, from, to) else {
             return Ok(Got::Bad);
         };
@@ -1149,7 +1313,12 @@ impl Container for WindowKind {
             );
             return Ok(Got::Bad);
         }
-        Ok(Got::Ok(Window { time_zone: tz, days, from_minute: from, to_minute: to }))
+        Ok(Got::Ok(Window {
+            time_zone: tz,
+            days,
+            from_minute: from,
+            to_minute: to,
+        }))
     }
 }
 
@@ -1165,28 +1334,57 @@ impl Container for StageKind {
         "an object (a stage)"
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, map: A) -> Result<Got<Stage>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        map: A,
+    ) -> Result<Got<Stage>, A::Error> {
         const KEYS: &[&str] = &["name", "users", "groups", "count"];
         let default_name = || format!("stage {}", self.index + 1);
-        let (mut stage_name, mut users, mut groups, mut count) = (Got::Null, Got::Null, Got::Null, Got::Null);
+        let (mut stage_name, mut users, mut groups, mut count) =
+            (Got::Null, Got::Null, Got::Null, Got::Null);
         fields(p, path, map, KEYS, |p, path, i, map| {
             match i {
                 0 => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: A_STRING })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: A_STRING,
+                    })?;
                     stage_name = scalar(got, |s| name(p, path, s, default_name));
                 }
-                1 => users = map.next_value_seed(At { p, path, kind: StrList })?,
-                2 => groups = map.next_value_seed(At { p, path, kind: StrList })?,
+                1 => {
+                    users = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: StrList,
+                    })?
+                }
+                2 => {
+                    groups = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: StrList,
+                    })?
+                }
                 _ => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: POSITIVE })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: POSITIVE,
+                    })?;
                     count = scalar(got, |s| positive(p, path, s));
                 }
             }
             Ok(())
         })?;
-        let (Ok(stage_name), Ok(users), Ok(groups), Ok(count)) =
-            (stage_name.optional(), users.optional(), groups.optional(), count.optional())
-        else {
+        let (Ok(stage_name), Ok(users), Ok(groups), Ok(count)) = (
+            stage_name.optional(),
+            users.optional(),
+            groups.optional(),
+            count.optional(),
+        ) else {
             return Ok(Got::Bad);
         };
         let users = users.unwrap_or_default();
@@ -1220,7 +1418,12 @@ impl Container for StageKind {
                 return Ok(Got::Bad);
             }
         }
-        Ok(Got::Ok(Stage { name: stage_name.unwrap_or_else(default_name), users, groups, count }))
+        Ok(Got::Ok(Stage {
+            name: stage_name.unwrap_or_else(default_name),
+            users,
+            groups,
+            count,
+        }))
     }
 }
 
@@ -1236,34 +1439,64 @@ impl Container for RuleKind {
         "an object (an auto-approve rule)"
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, map: A) -> Result<Got<AutoApproveRule>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        map: A,
+    ) -> Result<Got<AutoApproveRule>, A::Error> {
         const KEYS: &[&str] = &["name", "requester_groups", "window", "max_duration"];
         let default_name = || format!("rule {}", self.index);
-        let (mut rule_name, mut groups, mut window, mut max) = (Got::Null, Got::Null, Got::Null, Got::Null);
+        let (mut rule_name, mut groups, mut window, mut max) =
+            (Got::Null, Got::Null, Got::Null, Got::Null);
         fields(p, path, map, KEYS, |p, path, i, map| {
             match i {
                 0 => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: A_STRING })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: A_STRING,
+                    })?;
                     rule_name = scalar(got, |s| name(p, path, s, default_name));
                 }
                 1 => {
-                    groups = map.next_value_seed(At { p, path, kind: StrList })?;
+                    groups = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: StrList,
+                    })?;
                     if matches!(&groups, Got::Ok(g) if g.is_empty()) {
-                        p.error(path, "must list at least one group; omit it to match every requester");
+                        p.error(
+                            path,
+                            "must list at least one group; omit it to match every requester",
+                        );
                         groups = Got::Bad;
                     }
                 }
-                2 => window = map.next_value_seed(At { p, path, kind: WindowKind })?,
+                2 => {
+                    window = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: WindowKind,
+                    })?
+                }
                 _ => {
-                    let got = map.next_value_seed(ScalarAt { p, path, expected: DURATION })?;
+                    let got = map.next_value_seed(ScalarAt {
+                        p,
+                        path,
+                        expected: DURATION,
+                    })?;
                     max = scalar(got, |s| max_duration(p, path, s));
                 }
             }
             Ok(())
         })?;
-        let (Ok(rule_name), Ok(requester_groups), Ok(window), Ok(max_duration_seconds)) =
-            (rule_name.optional(), groups.optional(), window.optional(), max.optional())
-        else {
+        let (Ok(rule_name), Ok(requester_groups), Ok(window), Ok(max_duration_seconds)) = (
+            rule_name.optional(),
+            groups.optional(),
+            window.optional(),
+            max.optional(),
+        ) else {
             return Ok(Got::Bad);
         };
         Ok(Got::Ok(AutoApproveRule {
@@ -1285,15 +1518,28 @@ impl Container for BreakGlassKind {
         "an object"
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, map: A) -> Result<Got<BreakGlass>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        map: A,
+    ) -> Result<Got<BreakGlass>, A::Error> {
         const KEYS: &[&str] = &["enabled", "min_justification_chars"];
         let (mut enabled, mut min) = (Got::Null, Got::Null);
         fields(p, path, map, KEYS, |p, path, i, map| {
             if i == 0 {
-                let got = map.next_value_seed(ScalarAt { p, path, expected: BOOLEAN })?;
+                let got = map.next_value_seed(ScalarAt {
+                    p,
+                    path,
+                    expected: BOOLEAN,
+                })?;
                 enabled = scalar(got, |s| boolean(p, path, s));
             } else {
-                let got = map.next_value_seed(ScalarAt { p, path, expected: POSITIVE })?;
+                let got = map.next_value_seed(ScalarAt {
+                    p,
+                    path,
+                    expected: POSITIVE,
+                })?;
                 min = scalar(got, |s| positive(p, path, s));
             }
             Ok(())
@@ -1318,7 +1564,12 @@ impl Container for SettingsKind {
         "an object"
     }
 
-    fn map<'de, A: MapAccess<'de>>(self, p: &mut Parser, path: &Path, map: A) -> Result<Got<Settings>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(
+        self,
+        p: &mut Parser,
+        path: &Path,
+        map: A,
+    ) -> Result<Got<Settings>, A::Error> {
         const KEYS: &[&str] = &["stages", "auto_approve", "break_glass"];
         let (mut stages, mut rules, mut break_glass) = (Got::Null, Got::Null, Got::Null);
         fields(p, path, map, KEYS, |p, path, i, map| {
@@ -1331,7 +1582,13 @@ impl Container for SettingsKind {
                     let kind = List(|index| RuleKind { index }, "an array of auto-approve rules");
                     rules = map.next_value_seed(At { p, path, kind })?;
                 }
-                _ => break_glass = map.next_value_seed(At { p, path, kind: BreakGlassKind })?,
+                _ => {
+                    break_glass = map.next_value_seed(At {
+                        p,
+                        path,
+                        kind: BreakGlassKind,
+                    })?
+                }
             }
             Ok(())
         })?;
@@ -1346,7 +1603,8 @@ impl Container for SettingsKind {
                  \"stages\": [{ \"groups\": [\"leads\"], \"count\": 1 }]",
             );
         }
-        let (Ok(stages), Ok(rules), Ok(break_glass)) = (stages.optional(), rules.optional(), break_glass.optional())
+        let (Ok(stages), Ok(rules), Ok(break_glass)) =
+            (stages.optional(), rules.optional(), break_glass.optional())
         else {
             return Ok(Got::Bad);
         };

@@ -20,44 +20,72 @@ fn errors(json: &str) -> Vec<SettingError> {
 /// Asserts there is an error at `path` whose message contains every one of `parts`.
 #[track_caller]
 fn assert_error(errs: &[SettingError], path: &str, parts: &[&str]) {
-    let found = errs.iter().any(|e| e.path == path && parts.iter().all(|p| e.message.contains(p)));
-    assert!(found, "no error at `{path}` containing {parts:?} in {errs:#?}");
+    let found = errs
+        .iter()
+        .any(|e| e.path == path && parts.iter().all(|p| e.message.contains(p)));
+    assert!(
+        found,
+        "no error at `{path}` containing {parts:?} in {errs:#?}"
+    );
 }
 
 fn p(id: &str, groups: &[&str]) -> Principal {
-    Principal { id: id.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+    Principal {
+        id: id.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
 }
 
 fn req(id: &str, groups: &[&str]) -> Request {
-    Request { requester: p(id, groups), duration_seconds: Some(3600), justification: String::new() }
+    Request {
+        requester: p(id, groups),
+        duration_seconds: Some(3600),
+        justification: String::new(),
+    }
 }
 
 fn yes(id: &str, groups: &[&str]) -> Review {
-    Review { reviewer: p(id, groups), approve: true, comment: None }
+    Review {
+        reviewer: p(id, groups),
+        approve: true,
+        comment: None,
+    }
 }
 
 fn no(id: &str, groups: &[&str], comment: Option<&str>) -> Review {
-    Review { reviewer: p(id, groups), approve: false, comment: comment.map(Into::into) }
+    Review {
+        reviewer: p(id, groups),
+        approve: false,
+        comment: comment.map(Into::into),
+    }
 }
 
 /// Some instant; only matters for window rules.
 const NOW: i64 = 1_717_405_200_000; // 2024-06-03T09:00:00Z, a Monday
 
 fn ms(zoned: &str) -> i64 {
-    zoned.parse::<jiff::Zoned>().unwrap().timestamp().as_millisecond()
+    zoned
+        .parse::<jiff::Zoned>()
+        .unwrap()
+        .timestamp()
+        .as_millisecond()
 }
 
 fn approved(reason: &str) -> Outcome {
-    Outcome::Approve { reason: reason.into(), break_glass: false }
+    Outcome::Approve {
+        reason: reason.into(),
+        break_glass: false,
+    }
 }
 
 /// The `approved_by` of each stage of a pending outcome.
 #[track_caller]
 fn progress(o: &Outcome) -> Vec<Vec<&str>> {
     match o {
-        Outcome::Pending(reqs) => {
-            reqs.iter().map(|r| r.approved_by.iter().map(String::as_str).collect()).collect()
-        }
+        Outcome::Pending(reqs) => reqs
+            .iter()
+            .map(|r| r.approved_by.iter().map(String::as_str).collect())
+            .collect(),
         other => panic!("expected pending, got {other:?}"),
     }
 }
@@ -81,9 +109,15 @@ fn one_of_two_users() {
             approved_by: vec![],
         }])
     );
-    assert_eq!(evaluate(&s, &r, &[yes("carol", &[])], NOW), approved("1 of 1 stages satisfied"));
+    assert_eq!(
+        evaluate(&s, &r, &[yes("carol", &[])], NOW),
+        approved("1 of 1 stages satisfied")
+    );
     // Someone not listed does not count.
-    assert_eq!(progress(&evaluate(&s, &r, &[yes("dave", &[])], NOW)), vec![Vec::<&str>::new()]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &[yes("dave", &[])], NOW)),
+        vec![Vec::<&str>::new()]
+    );
 }
 
 #[test]
@@ -93,12 +127,17 @@ fn two_of_three_group_members() {
     let one = [yes("x", &["security"]), yes("outsider", &["dev"])];
     let o = evaluate(&s, &r, &one, NOW);
     assert_eq!(progress(&o), vec![vec!["x"]]);
-    let Outcome::Pending(reqs) = &o else { unreachable!() };
+    let Outcome::Pending(reqs) = &o else {
+        unreachable!()
+    };
     assert_eq!(reqs[0].needed, 2);
     assert_eq!(reqs[0].name, "stage 1");
     assert_eq!(reqs[0].groups, vec!["security".to_string()]);
     let two = [yes("x", &["security"]), yes("y", &["dev", "security"])];
-    assert_eq!(evaluate(&s, &r, &two, NOW), approved("1 of 1 stages satisfied"));
+    assert_eq!(
+        evaluate(&s, &r, &two, NOW),
+        approved("1 of 1 stages satisfied")
+    );
     // The same reviewer twice is one approval.
     let same = [yes("x", &["security"]), yes("x", &["security"])];
     assert_eq!(progress(&evaluate(&s, &r, &same, NOW)), vec![vec!["x"]]);
@@ -113,7 +152,10 @@ fn stages_combine_with_and() {
         ]}"#,
     );
     let r = req("alice", &[]);
-    assert_eq!(progress(&evaluate(&s, &r, &[yes("bob", &[])], NOW)), vec![vec!["bob"], vec![]]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &[yes("bob", &[])], NOW)),
+        vec![vec!["bob"], vec![]]
+    );
     assert_eq!(
         progress(&evaluate(&s, &r, &[yes("sec", &["security"])], NOW)),
         vec![vec![], vec!["sec"]]
@@ -128,10 +170,22 @@ fn stages_combine_with_and() {
 fn groups_are_or() {
     let s = settings(r#"{"stages": [{"users": ["bob"], "groups": ["leads", "managers"]}]}"#);
     let r = req("alice", &[]);
-    assert_eq!(evaluate(&s, &r, &[yes("m", &["managers"])], NOW), approved("1 of 1 stages satisfied"));
-    assert_eq!(evaluate(&s, &r, &[yes("l", &["leads"])], NOW), approved("1 of 1 stages satisfied"));
-    assert_eq!(evaluate(&s, &r, &[yes("bob", &[])], NOW), approved("1 of 1 stages satisfied"));
-    assert!(matches!(evaluate(&s, &r, &[yes("d", &["dev", "Leads"])], NOW), Outcome::Pending(_)));
+    assert_eq!(
+        evaluate(&s, &r, &[yes("m", &["managers"])], NOW),
+        approved("1 of 1 stages satisfied")
+    );
+    assert_eq!(
+        evaluate(&s, &r, &[yes("l", &["leads"])], NOW),
+        approved("1 of 1 stages satisfied")
+    );
+    assert_eq!(
+        evaluate(&s, &r, &[yes("bob", &[])], NOW),
+        approved("1 of 1 stages satisfied")
+    );
+    assert!(matches!(
+        evaluate(&s, &r, &[yes("d", &["dev", "Leads"])], NOW),
+        Outcome::Pending(_)
+    ));
 }
 
 #[test]
@@ -151,7 +205,10 @@ fn one_reviewer_counts_toward_one_stage_only() {
     );
     // Two stages of the same group need two different people.
     let s = settings(r#"{"stages": [{"groups": ["ops"]}, {"groups": ["ops"]}]}"#);
-    assert_eq!(progress(&evaluate(&s, &r, &[yes("o1", &["ops"])], NOW)), vec![vec!["o1"], vec![]]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &[yes("o1", &["ops"])], NOW)),
+        vec![vec!["o1"], vec![]]
+    );
     assert_eq!(
         evaluate(&s, &r, &[yes("o1", &["ops"]), yes("o2", &["ops"])], NOW),
         approved("2 of 2 stages satisfied")
@@ -170,8 +227,14 @@ fn matching_finds_assignment_greedy_would_miss() {
     );
     let r = req("alice", &[]);
     let reviews = [yes("carol", &["leads"]), yes("dave", &["leads"])];
-    assert_eq!(evaluate(&s, &r, &reviews, NOW), approved("2 of 2 stages satisfied"));
-    assert_eq!(progress(&evaluate(&s, &r, &reviews[..1], NOW)), vec![vec!["carol"], vec![]]);
+    assert_eq!(
+        evaluate(&s, &r, &reviews, NOW),
+        approved("2 of 2 stages satisfied")
+    );
+    assert_eq!(
+        progress(&evaluate(&s, &r, &reviews[..1], NOW)),
+        vec![vec!["carol"], vec![]]
+    );
 
     // With counts: u can do A or C (and only u can do C), x and y A or B, z only A, w only B.
     // Filling A with u first, as a greedy pass would, leaves C empty.
@@ -198,11 +261,17 @@ fn matching_finds_assignment_greedy_would_miss() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 4);
-    assert_eq!(evaluate(&s, &r, &reviews, NOW), approved("3 of 3 stages satisfied"));
+    assert_eq!(
+        evaluate(&s, &r, &reviews, NOW),
+        approved("3 of 3 stages satisfied")
+    );
     // Review order does not matter for the result.
     let mut rev = reviews.to_vec();
     rev.reverse();
-    assert_eq!(evaluate(&s, &r, &rev, NOW), approved("3 of 3 stages satisfied"));
+    assert_eq!(
+        evaluate(&s, &r, &rev, NOW),
+        approved("3 of 3 stages satisfied")
+    );
 }
 
 #[test]
@@ -210,7 +279,10 @@ fn approved_by_is_in_review_order() {
     let s = settings(r#"{"stages": [{"groups": ["g"], "count": 3}]}"#);
     let r = req("alice", &[]);
     let reviews = [yes("zed", &["g"]), yes("amy", &["g"])];
-    assert_eq!(progress(&evaluate(&s, &r, &reviews, NOW)), vec![vec!["zed", "amy"]]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &reviews, NOW)),
+        vec![vec!["zed", "amy"]]
+    );
 
     // Still in review order after the matching moved someone: x first fills A, then makes room
     // in A for u by moving to B.
@@ -222,14 +294,20 @@ fn approved_by_is_in_review_order() {
         ]}"#,
     );
     let reviews = [yes("x", &["a"]), yes("w", &["a"]), yes("u", &["a"])];
-    assert_eq!(progress(&evaluate(&s, &r, &reviews, NOW)), vec![vec!["w", "u"], vec!["x"], vec![]]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &reviews, NOW)),
+        vec![vec!["w", "u"], vec!["x"], vec![]]
+    );
 }
 
 #[test]
 fn requester_review_never_counts() {
     let s = settings(r#"{"stages": [{"users": ["alice", "bob"]}]}"#);
     let r = req("alice", &["leads"]);
-    assert_eq!(progress(&evaluate(&s, &r, &[yes("alice", &["leads"])], NOW)), vec![Vec::<&str>::new()]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &[yes("alice", &["leads"])], NOW)),
+        vec![Vec::<&str>::new()]
+    );
     // Nor does their deny.
     let o = evaluate(&s, &r, &[no("alice", &[], Some("oops"))], NOW);
     assert!(matches!(o, Outcome::Pending(_)), "{o:?}");
@@ -244,11 +322,21 @@ fn latest_review_per_reviewer_wins() {
     let s = settings(r#"{"stages": [{"users": ["bob"]}]}"#);
     let r = req("alice", &[]);
     assert_eq!(
-        evaluate(&s, &r, &[no("bob", &[], Some("wait")), yes("bob", &[])], NOW),
+        evaluate(
+            &s,
+            &r,
+            &[no("bob", &[], Some("wait")), yes("bob", &[])],
+            NOW
+        ),
         approved("1 of 1 stages satisfied")
     );
     assert_eq!(
-        evaluate(&s, &r, &[yes("bob", &[]), no("bob", &[], Some("changed my mind"))], NOW),
+        evaluate(
+            &s,
+            &r,
+            &[yes("bob", &[]), no("bob", &[], Some("changed my mind"))],
+            NOW
+        ),
         Outcome::Deny("denied by bob: changed my mind".into())
     );
 }
@@ -258,16 +346,38 @@ fn deny_by_eligible_reviewer() {
     let s = settings(r#"{"stages": [{"users": ["bob"]}, {"groups": ["security"], "count": 2}]}"#);
     let r = req("alice", &[]);
     assert_eq!(
-        evaluate(&s, &r, &[no("sec", &["security"], Some("not during the freeze"))], NOW),
+        evaluate(
+            &s,
+            &r,
+            &[no("sec", &["security"], Some("not during the freeze"))],
+            NOW
+        ),
         Outcome::Deny("denied by sec: not during the freeze".into())
     );
-    assert_eq!(evaluate(&s, &r, &[no("bob", &[], None)], NOW), Outcome::Deny("denied by bob".into()));
+    assert_eq!(
+        evaluate(&s, &r, &[no("bob", &[], None)], NOW),
+        Outcome::Deny("denied by bob".into())
+    );
     // A blank comment is left out.
-    assert_eq!(evaluate(&s, &r, &[no("bob", &[], Some("  "))], NOW), Outcome::Deny("denied by bob".into()));
+    assert_eq!(
+        evaluate(&s, &r, &[no("bob", &[], Some("  "))], NOW),
+        Outcome::Deny("denied by bob".into())
+    );
     // A deny wins over satisfied stages.
-    let all = [yes("bob", &[]), yes("s1", &["security"]), yes("s2", &["security"]), no("s3", &["security"], None)];
-    assert_eq!(evaluate(&s, &r, &all, NOW), Outcome::Deny("denied by s3".into()));
-    assert_eq!(evaluate(&s, &r, &all[..3], NOW), approved("2 of 2 stages satisfied"));
+    let all = [
+        yes("bob", &[]),
+        yes("s1", &["security"]),
+        yes("s2", &["security"]),
+        no("s3", &["security"], None),
+    ];
+    assert_eq!(
+        evaluate(&s, &r, &all, NOW),
+        Outcome::Deny("denied by s3".into())
+    );
+    assert_eq!(
+        evaluate(&s, &r, &all[..3], NOW),
+        approved("2 of 2 stages satisfied")
+    );
 }
 
 #[test]
@@ -277,7 +387,12 @@ fn deny_by_ineligible_reviewer_is_ignored() {
     let o = evaluate(&s, &r, &[no("mallory", &["dev"], Some("no"))], NOW);
     assert_eq!(progress(&o), vec![Vec::<&str>::new()]);
     assert_eq!(
-        evaluate(&s, &r, &[no("mallory", &["dev"], Some("no")), yes("bob", &[])], NOW),
+        evaluate(
+            &s,
+            &r,
+            &[no("mallory", &["dev"], Some("no")), yes("bob", &[])],
+            NOW
+        ),
         approved("1 of 1 stages satisfied")
     );
 }
@@ -299,15 +414,27 @@ fn is_auto(o: &Outcome, name: &str) -> bool {
 #[test]
 fn auto_approve_requester_groups() {
     let s = with_rule(r#"{"name": "sre", "requester_groups": ["sre", "oncall"]}"#);
-    assert!(is_auto(&evaluate(&s, &req("alice", &["dev", "oncall"]), &[], NOW), "sre"));
-    assert!(matches!(evaluate(&s, &req("alice", &["dev"]), &[], NOW), Outcome::Pending(_)));
-    assert!(matches!(evaluate(&s, &req("alice", &[]), &[], NOW), Outcome::Pending(_)));
+    assert!(is_auto(
+        &evaluate(&s, &req("alice", &["dev", "oncall"]), &[], NOW),
+        "sre"
+    ));
+    assert!(matches!(
+        evaluate(&s, &req("alice", &["dev"]), &[], NOW),
+        Outcome::Pending(_)
+    ));
+    assert!(matches!(
+        evaluate(&s, &req("alice", &[]), &[], NOW),
+        Outcome::Pending(_)
+    ));
 }
 
 #[test]
 fn auto_approve_rule_without_conditions_matches_everything() {
     let s = with_rule("{}");
-    assert!(is_auto(&evaluate(&s, &req("alice", &[]), &[], NOW), "rule 0"));
+    assert!(is_auto(
+        &evaluate(&s, &req("alice", &[]), &[], NOW),
+        "rule 0"
+    ));
     let mut action = req("alice", &[]);
     action.duration_seconds = None;
     assert!(is_auto(&evaluate(&s, &action, &[], NOW), "rule 0"));
@@ -322,13 +449,21 @@ fn auto_approve_first_matching_rule_wins_and_default_names() {
             {"name": "later", "requester_groups": ["sre"]}
         ]}"#,
     );
-    assert!(is_auto(&evaluate(&s, &req("alice", &["sre"]), &[], NOW), "rule 1"));
+    assert!(is_auto(
+        &evaluate(&s, &req("alice", &["sre"]), &[], NOW),
+        "rule 1"
+    ));
 }
 
 #[test]
 fn auto_approve_is_checked_before_reviews() {
     let s = with_rule(r#"{"requester_groups": ["sre"]}"#);
-    let o = evaluate(&s, &req("alice", &["sre"]), &[no("bob", &[], Some("no"))], NOW);
+    let o = evaluate(
+        &s,
+        &req("alice", &["sre"]),
+        &[no("bob", &[], Some("no"))],
+        NOW,
+    );
     assert!(is_auto(&o, "rule 0"), "{o:?}");
 }
 
@@ -337,13 +472,22 @@ fn auto_approve_max_duration() {
     let s = with_rule(r#"{"max_duration": "1h"}"#);
     let mut r = req("alice", &[]);
     r.duration_seconds = Some(3600);
-    assert!(is_auto(&evaluate(&s, &r, &[], NOW), "rule 0"), "equal passes");
+    assert!(
+        is_auto(&evaluate(&s, &r, &[], NOW), "rule 0"),
+        "equal passes"
+    );
     r.duration_seconds = Some(3601);
-    assert!(matches!(evaluate(&s, &r, &[], NOW), Outcome::Pending(_)), "one second more fails");
+    assert!(
+        matches!(evaluate(&s, &r, &[], NOW), Outcome::Pending(_)),
+        "one second more fails"
+    );
     r.duration_seconds = Some(1);
     assert!(is_auto(&evaluate(&s, &r, &[], NOW), "rule 0"));
     r.duration_seconds = None;
-    assert!(matches!(evaluate(&s, &r, &[], NOW), Outcome::Pending(_)), "actions never match");
+    assert!(
+        matches!(evaluate(&s, &r, &[], NOW), Outcome::Pending(_)),
+        "actions never match"
+    );
 
     let s = with_rule(r#"{"max_duration": 90}"#);
     r.duration_seconds = Some(90);
@@ -365,7 +509,10 @@ fn auto_approve_window_inside_and_boundaries() {
         "2024-06-07T17:59:59.999+02:00[Europe/Paris]", // Friday
         "2024-01-15T09:30:00+01:00[Europe/Paris]",     // winter time, Monday
     ] {
-        assert!(is_auto(&evaluate(&s, &r, &[], ms(t)), "office"), "{t} should be inside");
+        assert!(
+            is_auto(&evaluate(&s, &r, &[], ms(t)), "office"),
+            "{t} should be inside"
+        );
     }
 }
 
@@ -381,7 +528,10 @@ fn auto_approve_window_outside_by_time() {
         // instead check 16:30 UTC = 18:30 Paris, outside.
         "2024-06-03T16:30:00+00:00[UTC]",
     ] {
-        assert!(!is_auto(&evaluate(&s, &r, &[], ms(t)), "office"), "{t} should be outside");
+        assert!(
+            !is_auto(&evaluate(&s, &r, &[], ms(t)), "office"),
+            "{t} should be outside"
+        );
     }
 }
 
@@ -389,8 +539,14 @@ fn auto_approve_window_outside_by_time() {
 fn auto_approve_window_outside_by_weekday() {
     let s = with_rule(PARIS_OFFICE);
     let r = req("alice", &[]);
-    for t in ["2024-06-01T10:00:00+02:00[Europe/Paris]", "2024-06-02T10:00:00+02:00[Europe/Paris]"] {
-        assert!(!is_auto(&evaluate(&s, &r, &[], ms(t)), "office"), "{t} is a weekend");
+    for t in [
+        "2024-06-01T10:00:00+02:00[Europe/Paris]",
+        "2024-06-02T10:00:00+02:00[Europe/Paris]",
+    ] {
+        assert!(
+            !is_auto(&evaluate(&s, &r, &[], ms(t)), "office"),
+            "{t} is a weekend"
+        );
     }
 }
 
@@ -401,13 +557,25 @@ fn auto_approve_window_uses_local_weekday_and_24_00() {
             "days": ["Friday"], "from": "20:00", "to": "24:00"}}"#,
     );
     let r = req("alice", &[]);
-    let inside = ["2024-06-07T23:59:59.999+02:00[Europe/Paris]", "2024-06-07T20:00:00+02:00[Europe/Paris]"];
+    let inside = [
+        "2024-06-07T23:59:59.999+02:00[Europe/Paris]",
+        "2024-06-07T20:00:00+02:00[Europe/Paris]",
+    ];
     for t in inside {
-        assert!(is_auto(&evaluate(&s, &r, &[], ms(t)), "friday night"), "{t}");
+        assert!(
+            is_auto(&evaluate(&s, &r, &[], ms(t)), "friday night"),
+            "{t}"
+        );
     }
     // 22:30 UTC on Friday is 00:30 on Saturday in Paris.
-    for t in ["2024-06-07T22:30:00+00:00[UTC]", "2024-06-08T00:00:00+02:00[Europe/Paris]"] {
-        assert!(!is_auto(&evaluate(&s, &r, &[], ms(t)), "friday night"), "{t}");
+    for t in [
+        "2024-06-07T22:30:00+00:00[UTC]",
+        "2024-06-08T00:00:00+02:00[Europe/Paris]",
+    ] {
+        assert!(
+            !is_auto(&evaluate(&s, &r, &[], ms(t)), "friday night"),
+            "{t}"
+        );
     }
 }
 
@@ -442,14 +610,26 @@ fn auto_approve_conditions_combined() {
     let off_hours = ms("2024-06-04T20:00:00+02:00[Europe/Paris]");
     let sre = req("alice", &["sre"]);
     assert!(is_auto(&evaluate(&s, &sre, &[], on_hours), "sre on hours"));
-    assert!(!is_auto(&evaluate(&s, &sre, &[], off_hours), "sre on hours"));
-    assert!(!is_auto(&evaluate(&s, &req("alice", &["dev"]), &[], on_hours), "sre on hours"));
+    assert!(!is_auto(
+        &evaluate(&s, &sre, &[], off_hours),
+        "sre on hours"
+    ));
+    assert!(!is_auto(
+        &evaluate(&s, &req("alice", &["dev"]), &[], on_hours),
+        "sre on hours"
+    ));
     let mut long = sre.clone();
     long.duration_seconds = Some(7200);
-    assert!(!is_auto(&evaluate(&s, &long, &[], on_hours), "sre on hours"));
+    assert!(!is_auto(
+        &evaluate(&s, &long, &[], on_hours),
+        "sre on hours"
+    ));
     let mut action = sre.clone();
     action.duration_seconds = None;
-    assert!(!is_auto(&evaluate(&s, &action, &[], on_hours), "sre on hours"));
+    assert!(!is_auto(
+        &evaluate(&s, &action, &[], on_hours),
+        "sre on hours"
+    ));
 }
 
 #[test]
@@ -460,8 +640,14 @@ fn no_stage_and_no_matching_rule_denies() {
         Outcome::Deny("no approval stage matches and no auto-approve rule applies".into())
     );
     let s = settings(r#"{"stages": [], "auto_approve": [{"requester_groups": ["sre"]}]}"#);
-    assert_eq!(evaluate(&s, &req("alice", &[]), &[], NOW), Outcome::Deny(NO_STAGE_DENIAL.into()));
-    assert!(is_auto(&evaluate(&s, &req("alice", &["sre"]), &[], NOW), "rule 0"));
+    assert_eq!(
+        evaluate(&s, &req("alice", &[]), &[], NOW),
+        Outcome::Deny(NO_STAGE_DENIAL.into())
+    );
+    assert!(is_auto(
+        &evaluate(&s, &req("alice", &["sre"]), &[], NOW),
+        "rule 0"
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,14 +655,19 @@ fn no_stage_and_no_matching_rule_denies() {
 // ---------------------------------------------------------------------------------------------
 
 fn glass(enabled: bool, min: Option<u32>) -> Settings {
-    let min = min.map(|m| format!(r#", "min_justification_chars": {m}"#)).unwrap_or_default();
+    let min = min
+        .map(|m| format!(r#", "min_justification_chars": {m}"#))
+        .unwrap_or_default();
     settings(&format!(
         r#"{{"stages": [{{"users": ["bob"]}}], "break_glass": {{"enabled": {enabled}{min}}}}}"#
     ))
 }
 
 fn justified(text: &str) -> Request {
-    Request { justification: text.into(), ..req("alice", &[]) }
+    Request {
+        justification: text.into(),
+        ..req("alice", &[])
+    }
 }
 
 const LONG: &str = "prod database is down, INC-1234";
@@ -487,13 +678,22 @@ fn break_glass_with_long_justification_approves() {
     let r = justified(LONG);
     assert_eq!(
         evaluate(&s, &r, &[yes("alice", &[])], NOW),
-        Outcome::Approve { reason: "break-glass: self-approved by alice".into(), break_glass: true }
+        Outcome::Approve {
+            reason: "break-glass: self-approved by alice".into(),
+            break_glass: true
+        }
     );
     assert!(!break_glass_too_short(&s, &r, &[yes("alice", &[])]));
     // Exactly the minimum, counted in characters of the trimmed text.
     let s = glass(true, Some(5));
     let r = justified("  ééééé  ");
-    assert!(matches!(evaluate(&s, &r, &[yes("alice", &[])], NOW), Outcome::Approve { break_glass: true, .. }));
+    assert!(matches!(
+        evaluate(&s, &r, &[yes("alice", &[])], NOW),
+        Outcome::Approve {
+            break_glass: true,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -501,11 +701,17 @@ fn break_glass_with_short_justification_is_ignored() {
     let s = glass(true, None);
     let r = justified("   because I can    "); // 13 characters once trimmed
     let reviews = [yes("alice", &[])];
-    assert_eq!(progress(&evaluate(&s, &r, &reviews, NOW)), vec![Vec::<&str>::new()]);
+    assert_eq!(
+        progress(&evaluate(&s, &r, &reviews, NOW)),
+        vec![Vec::<&str>::new()]
+    );
     assert!(break_glass_too_short(&s, &r, &reviews));
     let s = glass(true, Some(14));
     let r = justified("abcdefghijklm"); // 13
-    assert!(matches!(evaluate(&s, &r, &reviews, NOW), Outcome::Pending(_)));
+    assert!(matches!(
+        evaluate(&s, &r, &reviews, NOW),
+        Outcome::Pending(_)
+    ));
     // Others can still approve it normally.
     assert_eq!(
         evaluate(&s, &r, &[yes("alice", &[]), yes("bob", &[])], NOW),
@@ -515,9 +721,15 @@ fn break_glass_with_short_justification_is_ignored() {
 
 #[test]
 fn break_glass_disabled_ignores_self_approval() {
-    for s in [glass(false, None), settings(r#"{"stages": [{"users": ["bob"]}]}"#)] {
+    for s in [
+        glass(false, None),
+        settings(r#"{"stages": [{"users": ["bob"]}]}"#),
+    ] {
         let r = justified(LONG);
-        assert!(matches!(evaluate(&s, &r, &[yes("alice", &[])], NOW), Outcome::Pending(_)));
+        assert!(matches!(
+            evaluate(&s, &r, &[yes("alice", &[])], NOW),
+            Outcome::Pending(_)
+        ));
         assert!(!break_glass_too_short(&s, &r, &[yes("alice", &[])]));
     }
 }
@@ -529,11 +741,19 @@ fn break_glass_needs_latest_self_review_to_approve_and_loses_to_deny() {
     let o = evaluate(&s, &r, &[yes("alice", &[]), no("alice", &[], None)], NOW);
     assert!(matches!(o, Outcome::Pending(_)), "{o:?}");
     assert_eq!(
-        evaluate(&s, &r, &[yes("alice", &[]), no("bob", &[], Some("no"))], NOW),
+        evaluate(
+            &s,
+            &r,
+            &[yes("alice", &[]), no("bob", &[], Some("no"))],
+            NOW
+        ),
         Outcome::Deny("denied by bob: no".into())
     );
     // Someone else's approval is not break-glass.
-    assert_eq!(evaluate(&s, &r, &[yes("alice", &[]), yes("bob", &[])], NOW), approved("1 of 1 stages satisfied"));
+    assert_eq!(
+        evaluate(&s, &r, &[yes("alice", &[]), yes("bob", &[])], NOW),
+        approved("1 of 1 stages satisfied")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,7 +783,13 @@ fn full_example_parses() {
     let w = rule.window.as_ref().unwrap();
     assert_eq!((w.days, w.from_minute, w.to_minute), (0b0011111, 540, 1080));
     assert_eq!(w.time_zone, "Europe/Paris");
-    assert_eq!(s.break_glass, BreakGlass { enabled: true, min_justification_chars: 20 });
+    assert_eq!(
+        s.break_glass,
+        BreakGlass {
+            enabled: true,
+            min_justification_chars: 20
+        }
+    );
 }
 
 #[test]
@@ -572,17 +798,35 @@ fn defaults() {
     assert_eq!(s.stages[0].name, "stage 1");
     assert_eq!(s.stages[1].name, "stage 2");
     assert_eq!(s.stages[1].count, 1);
-    assert_eq!(s.break_glass, BreakGlass { enabled: false, min_justification_chars: 20 });
+    assert_eq!(
+        s.break_glass,
+        BreakGlass {
+            enabled: false,
+            min_justification_chars: 20
+        }
+    );
     assert!(s.auto_approve.is_empty());
-    assert!(validate(r#"{"auto_approve": [{}]}"#).is_ok(), "stages may be left out with a rule");
+    assert!(
+        validate(r#"{"auto_approve": [{}]}"#).is_ok(),
+        "stages may be left out with a rule"
+    );
 }
 
 #[test]
 fn stages_or_rules_required() {
-    for json in ["{}", r#"{"stages": []}"#, r#"{"stages": [], "auto_approve": []}"#, r#"{"stages": null}"#] {
+    for json in [
+        "{}",
+        r#"{"stages": []}"#,
+        r#"{"stages": [], "auto_approve": []}"#,
+        r#"{"stages": null}"#,
+    ] {
         let errs = errors(json);
         assert_eq!(errs.len(), 1, "{json}: {errs:?}");
-        assert_error(&errs, "stages", &["at least one stage or one auto_approve rule is required"]);
+        assert_error(
+            &errs,
+            "stages",
+            &["at least one stage or one auto_approve rule is required"],
+        );
     }
 }
 
@@ -604,14 +848,34 @@ fn stage_errors() {
     );
     assert_error(&errs, "stages[0].name", &["must not be empty", "stage 1"]);
     assert_error(&errs, "stages[1]", &["no users and no groups"]);
-    assert_error(&errs, "stages[2].users[1]", &["must not be an empty string"]);
-    assert_error(&errs, "stages[2].groups[1]", &["must not be an empty string"]);
+    assert_error(
+        &errs,
+        "stages[2].users[1]",
+        &["must not be an empty string"],
+    );
+    assert_error(
+        &errs,
+        "stages[2].groups[1]",
+        &["must not be an empty string"],
+    );
     assert_error(&errs, "stages[3].count", &["must be at least 1", "0"]);
     assert_error(&errs, "stages[4].count", &["must be at least 1", "-1"]);
     assert_error(&errs, "stages[5].count", &["whole number", "1.5"]);
-    assert_error(&errs, "stages[6].count", &["expected a whole number", "string \"2\""]);
-    assert_error(&errs, "stages[7].count", &["needs 3 approvals but only 2 users are listed and no groups"]);
-    assert_error(&errs, "stages[8].count", &["needs 2 approvals but only 1 user is listed and no groups"]);
+    assert_error(
+        &errs,
+        "stages[6].count",
+        &["expected a whole number", "string \"2\""],
+    );
+    assert_error(
+        &errs,
+        "stages[7].count",
+        &["needs 3 approvals but only 2 users are listed and no groups"],
+    );
+    assert_error(
+        &errs,
+        "stages[8].count",
+        &["needs 2 approvals but only 1 user is listed and no groups"],
+    );
     assert_eq!(errs.len(), 10, "{errs:#?}");
 }
 
@@ -630,28 +894,100 @@ fn rule_errors() {
             {"window": "always"}
         ]}"#,
     );
-    assert_error(&errs, "auto_approve[0].name", &["must not be empty", "rule 0"]);
-    assert_error(&errs, "auto_approve[0].requester_groups", &["at least one group"]);
-    assert_error(&errs, "auto_approve[1].requester_groups", &["expected an array of strings", "string \"sre\""]);
+    assert_error(
+        &errs,
+        "auto_approve[0].name",
+        &["must not be empty", "rule 0"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[0].requester_groups",
+        &["at least one group"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[1].requester_groups",
+        &["expected an array of strings", "string \"sre\""],
+    );
     for field in ["time_zone", "days", "from", "to"] {
-        assert_error(&errs, &format!("auto_approve[2].window.{field}"), &["is required"]);
+        assert_error(
+            &errs,
+            &format!("auto_approve[2].window.{field}"),
+            &["is required"],
+        );
     }
-    assert_error(&errs, "auto_approve[3].window.time_zone", &["unknown time zone \"Europe/Pari\"", "Europe/Paris"]);
+    assert_error(
+        &errs,
+        "auto_approve[3].window.time_zone",
+        &["unknown time zone \"Europe/Pari\"", "Europe/Paris"],
+    );
     assert_error(&errs, "auto_approve[3].window.days", &["at least one day"]);
-    assert_error(&errs, "auto_approve[3].window.from", &["`9:00` is not a time", "HH:MM"]);
-    assert_error(&errs, "auto_approve[3].window.to", &["`25:00` is not a valid time"]);
-    assert_error(&errs, "auto_approve[4].window.days[1]", &["repeats monday, already listed"]);
-    assert_error(&errs, "auto_approve[4].window.days[2]", &["unknown day \"funday\"", "mon, tue"]);
-    assert_error(&errs, "auto_approve[4].window.days[3]", &["expected a day name", "number 3"]);
-    assert_error(&errs, "auto_approve[4].window.from", &["`24:00` is only allowed for `to`"]);
-    assert_error(&errs, "auto_approve[4].window.to", &["`12:60` is not a valid time"]);
-    assert_error(&errs, "auto_approve[5].window.to", &["must be later than `from` (18:00)", "two rules"]);
-    assert_error(&errs, "auto_approve[6].window.to", &["must be later than `from` (10:00)"]);
-    assert_error(&errs, "auto_approve[7].window.time_zone", &["expected a string", "number 1"]);
-    assert_error(&errs, "auto_approve[7].window.days", &["expected an array of days", "string \"mon\""]);
-    assert_error(&errs, "auto_approve[7].window.from", &["expected a string", "number 9"]);
+    assert_error(
+        &errs,
+        "auto_approve[3].window.from",
+        &["`9:00` is not a time", "HH:MM"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[3].window.to",
+        &["`25:00` is not a valid time"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[4].window.days[1]",
+        &["repeats monday, already listed"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[4].window.days[2]",
+        &["unknown day \"funday\"", "mon, tue"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[4].window.days[3]",
+        &["expected a day name", "number 3"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[4].window.from",
+        &["`24:00` is only allowed for `to`"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[4].window.to",
+        &["`12:60` is not a valid time"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[5].window.to",
+        &["must be later than `from` (18:00)", "two rules"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[6].window.to",
+        &["must be later than `from` (10:00)"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[7].window.time_zone",
+        &["expected a string", "number 1"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[7].window.days",
+        &["expected an array of days", "string \"mon\""],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[7].window.from",
+        &["expected a string", "number 9"],
+    );
     assert_error(&errs, "auto_approve[7].window.to", &["is required"]);
-    assert_error(&errs, "auto_approve[8].window", &["expected an object", "string \"always\""]);
+    assert_error(
+        &errs,
+        "auto_approve[8].window",
+        &["expected an object", "string \"always\""],
+    );
     assert_eq!(errs.len(), 23, "{errs:#?}");
 }
 
@@ -659,14 +995,29 @@ fn rule_errors() {
 fn parsing_for_evaluation_skips_only_the_time_zone_check() {
     let json = r#"{"stages": [{"users": ["bob"]}], "auto_approve": [{"window": {"time_zone": "Mars/Olympus",
         "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "from": "00:00", "to": "24:00"}}]}"#;
-    assert_error(&errors(json), "auto_approve[0].window.time_zone", &["Mars/Olympus"]);
+    assert_error(
+        &errors(json),
+        "auto_approve[0].window.time_zone",
+        &["Mars/Olympus"],
+    );
     let s = parse_settings_for_evaluation(json).unwrap();
     // An unknown zone never matches: the request waits for reviews.
-    assert!(matches!(evaluate(&s, &req("alice", &[]), &[], NOW), Outcome::Pending(_)));
+    assert!(matches!(
+        evaluate(&s, &req("alice", &[]), &[], NOW),
+        Outcome::Pending(_)
+    ));
     // A known zone is the same either way.
     let ok = json.replace("Mars/Olympus", "Asia/Tokyo");
     assert_eq!(parse_settings_for_evaluation(&ok), parse_settings(&ok));
-    assert!(is_auto(&evaluate(&parse_settings_for_evaluation(&ok).unwrap(), &req("alice", &[]), &[], NOW), "rule 0"));
+    assert!(is_auto(
+        &evaluate(
+            &parse_settings_for_evaluation(&ok).unwrap(),
+            &req("alice", &[]),
+            &[],
+            NOW
+        ),
+        "rule 0"
+    ));
     // Every other error is still reported.
     let bad = r#"{"stages": [{"users": ["bob"], "count": 0}], "auto_approve": [{"window": {"time_zone": "Mars/Olympus",
         "days": ["mon"], "from": "10:00", "to": "09:00"}}]}"#;
@@ -714,7 +1065,9 @@ fn max_duration_forms() {
         ("true", "found the boolean true"),
         ("\"99999999999999999999d\"", "too long"),
     ] {
-        let errs = errors(&format!(r#"{{{STAGE}, "auto_approve": [{{"max_duration": {text}}}]}}"#));
+        let errs = errors(&format!(
+            r#"{{{STAGE}, "auto_approve": [{{"max_duration": {text}}}]}}"#
+        ));
         assert_error(&errs, "auto_approve[0].max_duration", &[part]);
         assert_eq!(errs.len(), 1, "{text}: {errs:?}");
     }
@@ -725,11 +1078,23 @@ fn break_glass_errors() {
     let errs = errors(&format!(
         r#"{{{STAGE}, "break_glass": {{"enabled": "yes", "min_justification_chars": 0}}}}"#
     ));
-    assert_error(&errs, "break_glass.enabled", &["expected a boolean", "string \"yes\""]);
-    assert_error(&errs, "break_glass.min_justification_chars", &["must be at least 1"]);
+    assert_error(
+        &errs,
+        "break_glass.enabled",
+        &["expected a boolean", "string \"yes\""],
+    );
+    assert_error(
+        &errs,
+        "break_glass.min_justification_chars",
+        &["must be at least 1"],
+    );
     assert_eq!(errs.len(), 2);
     let errs = errors(&format!(r#"{{{STAGE}, "break_glass": true}}"#));
-    assert_error(&errs, "break_glass", &["expected an object", "boolean true"]);
+    assert_error(
+        &errs,
+        "break_glass",
+        &["expected an object", "boolean true"],
+    );
 }
 
 #[test]
@@ -741,24 +1106,56 @@ fn unknown_fields_are_errors_with_their_path() {
             "break_glass": {"enable": true}}"#,
     );
     assert_error(&errs, "stage", &["unknown field `stage`", "`stages`"]);
-    assert_error(&errs, "stages[0].cout", &["unknown field `cout`", "`count`"]);
-    assert_error(&errs, "auto_approve[0].requester_group", &["unknown field", "`requester_groups`"]);
-    assert_error(&errs, "auto_approve[0].window.tz", &["unknown field `tz`", "`time_zone`"]);
-    assert_error(&errs, "break_glass.enable", &["unknown field `enable`", "`enabled`"]);
+    assert_error(
+        &errs,
+        "stages[0].cout",
+        &["unknown field `cout`", "`count`"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[0].requester_group",
+        &["unknown field", "`requester_groups`"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve[0].window.tz",
+        &["unknown field `tz`", "`time_zone`"],
+    );
+    assert_error(
+        &errs,
+        "break_glass.enable",
+        &["unknown field `enable`", "`enabled`"],
+    );
     assert_eq!(errs.len(), 5, "{errs:#?}");
 }
 
 #[test]
 fn wrong_types_name_path_and_expected_type() {
     let errs = errors(r#"{"stages": {"users": ["a"]}, "auto_approve": "none"}"#);
-    assert_error(&errs, "stages", &["expected an array of stages", "an object"]);
-    assert_error(&errs, "auto_approve", &["expected an array of auto-approve rules", "string \"none\""]);
+    assert_error(
+        &errs,
+        "stages",
+        &["expected an array of stages", "an object"],
+    );
+    assert_error(
+        &errs,
+        "auto_approve",
+        &["expected an array of auto-approve rules", "string \"none\""],
+    );
     assert_eq!(errs.len(), 2, "{errs:#?}");
 
     let errs = errors(r#"{"stages": [["bob"], {"users": "bob", "groups": [1], "name": 7}]}"#);
     assert_error(&errs, "stages[0]", &["expected an object", "an array"]);
-    assert_error(&errs, "stages[1].users", &["expected an array of strings", "string \"bob\""]);
-    assert_error(&errs, "stages[1].groups[0]", &["expected a string", "number 1"]);
+    assert_error(
+        &errs,
+        "stages[1].users",
+        &["expected an array of strings", "string \"bob\""],
+    );
+    assert_error(
+        &errs,
+        "stages[1].groups[0]",
+        &["expected a string", "number 1"],
+    );
     assert_error(&errs, "stages[1].name", &["expected a string", "number 7"]);
     assert_eq!(errs.len(), 4, "{errs:#?}");
 
@@ -773,15 +1170,31 @@ fn repeated_keys_and_nulls() {
     assert_error(&errs, "stages", &["more than once"]);
     assert_eq!(errs.len(), 2, "{errs:#?}");
     // `null` is the same as leaving an optional field out...
-    let s = settings(r#"{"stages": [{"name": null, "users": ["a"], "groups": null, "count": null}],
-        "auto_approve": null, "break_glass": {"enabled": null}}"#);
-    assert_eq!(s.stages[0], Stage { name: "stage 1".into(), users: vec!["a".into()], groups: vec![], count: 1 });
+    let s = settings(
+        r#"{"stages": [{"name": null, "users": ["a"], "groups": null, "count": null}],
+        "auto_approve": null, "break_glass": {"enabled": null}}"#,
+    );
+    assert_eq!(
+        s.stages[0],
+        Stage {
+            name: "stage 1".into(),
+            users: vec!["a".into()],
+            groups: vec![],
+            count: 1
+        }
+    );
     assert!(!s.break_glass.enabled);
     // ...but not a value in a list, nor a required field, nor the whole document.
-    let errs = errors(r#"{"stages": [null, {"users": [null]}], "auto_approve": [{"window":
-        {"time_zone": null, "days": [null], "from": "09:00", "to": "10:00"}}]}"#);
+    let errs = errors(
+        r#"{"stages": [null, {"users": [null]}], "auto_approve": [{"window":
+        {"time_zone": null, "days": [null], "from": "09:00", "to": "10:00"}}]}"#,
+    );
     assert_error(&errs, "stages[0]", &["expected an object", "found null"]);
-    assert_error(&errs, "stages[1].users[0]", &["expected a string, found null"]);
+    assert_error(
+        &errs,
+        "stages[1].users[0]",
+        &["expected a string, found null"],
+    );
     assert_error(&errs, "auto_approve[0].window.time_zone", &["is required"]);
     assert_error(&errs, "auto_approve[0].window.days[0]", &["found null"]);
     assert_eq!(errs.len(), 4, "{errs:#?}");
@@ -794,14 +1207,24 @@ fn invalid_json() {
     assert_eq!(errs.len(), 1);
     assert_error(&errs, "", &["not valid JSON", "line 1"]);
     assert_error(&errors(""), "", &["not valid JSON"]);
-    assert_error(&errors(r#"{"stages": [{"users": ["a"]}]} x"#), "", &["not valid JSON", "trailing"]);
+    assert_error(
+        &errors(r#"{"stages": [{"users": ["a"]}]} x"#),
+        "",
+        &["not valid JSON", "trailing"],
+    );
 }
 
 #[test]
 fn setting_error_display() {
-    let e = SettingError { path: "stages[1].count".into(), message: "must be at least 1".into() };
+    let e = SettingError {
+        path: "stages[1].count".into(),
+        message: "must be at least 1".into(),
+    };
     assert_eq!(e.to_string(), "stages[1].count: must be at least 1");
-    let e = SettingError { path: String::new(), message: "bad".into() };
+    let e = SettingError {
+        path: String::new(),
+        message: "bad".into(),
+    };
     assert_eq!(e.to_string(), "bad");
 }
 
@@ -811,38 +1234,4 @@ fn parse_duration_directly() {
     assert_eq!(parse_duration("0s"), Ok(0));
     assert!(parse_duration("2h30").is_err());
     assert!(parse_duration("-1h").is_err());
-}
-
-/// Rough native timing of the whole per-call work (parse + evaluate), for information:
-/// `cargo test --release -p quorum -- --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing() {
-    let json = r#"{
-      "stages": [
-        { "name": "team lead", "users": ["bob"], "groups": ["leads", "managers"], "count": 1 },
-        { "name": "security", "groups": ["security"], "count": 2 }
-      ],
-      "auto_approve": [
-        { "name": "sre on hours", "requester_groups": ["sre"],
-          "window": { "time_zone": "Europe/Paris", "days": ["mon","tue","wed","thu","fri"], "from": "09:00", "to": "18:00" },
-          "max_duration": "1h" }
-      ],
-      "break_glass": { "enabled": true, "min_justification_chars": 20 }
-    }"#;
-    let r = req("alice", &["dev"]);
-    let reviews = [yes("bob", &[]), yes("s1", &["security"])];
-    let n = 20_000;
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        let s = parse_settings(std::hint::black_box(json)).unwrap();
-        std::hint::black_box(evaluate(&s, &r, &reviews, NOW));
-    }
-    println!("parse+evaluate: {:?} per call", start.elapsed() / n);
-    let s = parse_settings(json).unwrap();
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(evaluate(&s, std::hint::black_box(&r), &reviews, NOW));
-    }
-    println!("evaluate only: {:?} per call", start.elapsed() / n);
 }
