@@ -33,6 +33,16 @@
 //! - **Secrets never print.** [`secret::Secret`] redacts itself; the `http` capability injects
 //!   secret header values by name so plugins never see them.
 
+pub mod app;
+pub mod audit;
 pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
 pub mod plugin;
+pub mod policy;
 pub mod secret;
+pub mod service;
+pub mod store;

@@ -1,0 +1,739 @@
+//! The policy file: one TOML document holding the server, database, plugins, users, roles and
+//! entitlements. Unknown keys are errors; every problem names the entry it is about.
+//!
+//! [`Config::parse`] checks everything that needs no plugin; [`crate::policy::Policy::build`]
+//! loads the plugins and runs each entitlement's settings through their `validate`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::{EntitlementRules, parse_duration};
+use crate::plugin::Capabilities;
+use crate::plugin::manifest::RawCapabilities;
+use crate::secret::{Secret, SecretStore};
+
+/// One problem with the configuration, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// A path into the document, e.g. `entitlements[1] (aws/prod).max_duration`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    jobs: RawJobs,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    entitlements: Vec<RawEntitlement>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    request_timeout: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    url_env: Option<String>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    dir: Option<PathBuf>,
+    slots: Option<u32>,
+    #[serde(default)]
+    capabilities: BTreeMap<String, RawCapabilities>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    admin_users: Vec<String>,
+    #[serde(default)]
+    admin_groups: Vec<String>,
+    #[serde(default)]
+    auditor_users: Vec<String>,
+    #[serde(default)]
+    auditor_groups: Vec<String>,
+    token_ttl: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    lease: Option<String>,
+    concurrency: Option<u32>,
+    provision_attempts: Option<u32>,
+    retry_max: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    id: String,
+    email: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawEntitlement {
+    id: String,
+    #[serde(default)]
+    description: String,
+    max_duration: String,
+    default_duration: Option<String>,
+    #[serde(default)]
+    requester_groups: Vec<String>,
+    #[serde(default)]
+    requester_users: Vec<String>,
+    justification_pattern: Option<String>,
+    #[serde(default)]
+    ticket_required: bool,
+    pending_ttl: Option<String>,
+    #[serde(default)]
+    break_glass: bool,
+    connector: RawPluginUse,
+    approval: RawPluginUse,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPluginUse {
+    plugin: String,
+    #[serde(default = "empty_table")]
+    settings: toml::Value,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(toml::map::Map::new())
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL people and links use to reach this server.
+    pub public_url: url::Url,
+    /// Longest an HTTP request may take.
+    pub request_timeout: std::time::Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+/// Database settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...` (a secret: it may hold a password).
+    pub url: Secret,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Job queue settings.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// How long a claimed job is held before another worker may take it (renewed while it runs).
+    pub lease_ms: i64,
+    /// Jobs run at once per replica.
+    pub concurrency: u32,
+    /// Attempts at provisioning before the request fails.
+    pub provision_attempts: u32,
+    /// Longest wait between retries.
+    pub retry_max_ms: i64,
+}
+
+/// Roles beyond requesting and reviewing.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Users who are admins.
+    pub admin_users: Vec<String>,
+    /// Groups whose members are admins.
+    pub admin_groups: Vec<String>,
+    /// Users who may read the whole audit log.
+    pub auditor_users: Vec<String>,
+    /// Groups whose members may read the whole audit log.
+    pub auditor_groups: Vec<String>,
+    /// Lifetime of API tokens issued at login.
+    pub token_ttl_secs: u64,
+}
+
+/// A user of the static directory (and the dev-mode user picker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+/// A plugin and its settings, as an entitlement uses it.
+#[derive(Debug, Clone)]
+pub struct PluginUse {
+    /// Plugin name.
+    pub plugin: String,
+    /// Settings as JSON text.
+    pub settings: String,
+}
+
+/// An entitlement as configured.
+#[derive(Debug, Clone)]
+pub struct EntitlementConfig {
+    /// The rules the domain enforces.
+    pub rules: EntitlementRules,
+    /// For people.
+    pub description: String,
+    /// The connector.
+    pub connector: PluginUse,
+    /// The approval policy.
+    pub approval: PluginUse,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Server.
+    pub server: ServerConfig,
+    /// Database.
+    pub database: DatabaseConfig,
+    /// User plugins directory.
+    pub plugin_dir: Option<PathBuf>,
+    /// Sandbox slots.
+    pub plugin_slots: u32,
+    /// Extra capabilities per plugin name.
+    pub plugin_capabilities: BTreeMap<String, Capabilities>,
+    /// Roles.
+    pub auth: AuthConfig,
+    /// Jobs.
+    pub jobs: JobsConfig,
+    /// Secrets, resolved.
+    pub secrets: SecretStore,
+    /// Static users.
+    pub users: Vec<User>,
+    /// Entitlements, in file order.
+    pub entitlements: Vec<EntitlementConfig>,
+}
+
+/// Options for [`Config::parse`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    /// Do not read secrets (for `config check` where they are not available).
+    pub skip_secrets: bool,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && seg.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                })
+        })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':' | '+'))
+}
+
+/// TOML to JSON, for plugin settings.
+pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+impl Config {
+    /// Read and check a file. Relative paths in it are relative to the file's directory.
+    pub fn load(path: &Path, opts: ParseOptions) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base, opts)
+    }
+
+    /// Parse and check a document.
+    pub fn parse(text: &str, base: &Path, opts: ParseOptions) -> Result<Config, Problems> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_owned();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_default();
+            Problems(vec![Problem {
+                path: at,
+                message: msg,
+            }])
+        })?;
+        let mut p = Vec::new();
+        let mut problem = |path: String, message: String| p.push(Problem { path, message });
+
+        // [server]
+        let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen_text.parse().unwrap_or_else(|e| {
+            problem(
+                "server.listen".into(),
+                format!("`{listen_text}`: {e}; expected IP:PORT, e.g. 0.0.0.0:8080"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let public_text = raw
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = match url::Url::parse(&public_text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            Ok(_) | Err(_) => {
+                problem(
+                    "server.public_url".into(),
+                    format!("`{public_text}` is not an http(s) URL"),
+                );
+                url::Url::parse("http://127.0.0.1:8080/").expect("valid literal")
+            }
+        };
+        let mut dur = |path: &str, v: Option<&str>, default: &str| -> u64 {
+            let text = v.unwrap_or(default);
+            parse_duration(text).unwrap_or_else(|e| {
+                problem(path.to_owned(), e);
+                1
+            })
+        };
+        let request_timeout = dur(
+            "server.request_timeout",
+            raw.server.request_timeout.as_deref(),
+            "30s",
+        );
+        let token_ttl = dur("auth.token_ttl", raw.auth.token_ttl.as_deref(), "12h");
+        let lease = dur("jobs.lease", raw.jobs.lease.as_deref(), "30s");
+        let retry_max = dur("jobs.retry_max", raw.jobs.retry_max.as_deref(), "5m");
+        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 << 20).contains(&max_body_bytes) {
+            problem(
+                "server.max_body_bytes".into(),
+                "must be between 1024 and 16777216".into(),
+            );
+        }
+
+        // [database]
+        let url = match (&raw.database.url, &raw.database.url_env) {
+            (Some(_), Some(_)) => {
+                problem("database".into(), "set `url` or `url_env`, not both".into());
+                None
+            }
+            (Some(u), None) => Some(u.clone()),
+            (None, Some(var)) if opts.skip_secrets => Some(format!("postgres://from-env/{var}")),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(v),
+                _ => {
+                    problem(
+                        "database.url_env".into(),
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    None
+                }
+            },
+            (None, None) => Some("sqlite://sallyport.db".into()),
+        };
+        let url = url.map(|u| {
+            // A relative SQLite path is relative to the config file.
+            if let Some(rest) = u.strip_prefix("sqlite://")
+                && !rest.starts_with('/')
+            {
+                format!("sqlite://{}", base.join(rest).display())
+            } else {
+                u
+            }
+        });
+        if let Some(u) = &url
+            && !(u.starts_with("sqlite:")
+                || u.starts_with("postgres:")
+                || u.starts_with("postgresql:"))
+        {
+            problem(
+                "database.url".into(),
+                "must start with sqlite:// or postgres://".into(),
+            );
+        }
+
+        // [secrets]
+        let mut secrets = SecretStore::new();
+        for (name, s) in &raw.secrets {
+            let path = format!("secrets.{name}");
+            if !valid_name(name) {
+                problem(
+                    path.clone(),
+                    "secret names use letters, digits, `-`, `_` and `.`".into(),
+                );
+            }
+            let value = match (&s.env, &s.file) {
+                (Some(_), Some(_)) | (None, None) => {
+                    problem(path, "give exactly one of `env` or `file`".into());
+                    continue;
+                }
+                _ if opts.skip_secrets => Secret::new("<not read>"),
+                (Some(var), None) => match std::env::var(var) {
+                    Ok(v) => Secret::new(v),
+                    Err(_) => {
+                        problem(path, format!("environment variable `{var}` is not set"));
+                        continue;
+                    }
+                },
+                (None, Some(file)) => {
+                    let file = base.join(file);
+                    match std::fs::read_to_string(&file) {
+                        Ok(v) => Secret::new(v.trim_end_matches(['\r', '\n']).to_owned()),
+                        Err(e) => {
+                            problem(path, format!("cannot read {}: {e}", file.display()));
+                            continue;
+                        }
+                    }
+                }
+            };
+            secrets.insert(name.clone(), value);
+        }
+
+        // [plugins]
+        let mut plugin_capabilities = BTreeMap::new();
+        for (name, caps) in raw.plugins.capabilities {
+            match caps.parse() {
+                Ok(c) => {
+                    if let Some(h) = &c.http {
+                        for s in &h.secrets {
+                            if !raw.secrets.contains_key(s) {
+                                problem(
+                                    format!("plugins.capabilities.{name}.http.secrets"),
+                                    format!("secret `{s}` is not defined under [secrets]"),
+                                );
+                            }
+                        }
+                    }
+                    plugin_capabilities.insert(name, c);
+                }
+                Err(e) => problem(format!("plugins.capabilities.{name}"), e),
+            }
+        }
+        let plugin_slots = raw.plugins.slots.unwrap_or(64);
+        if !(1..=1024).contains(&plugin_slots) {
+            problem("plugins.slots".into(), "must be between 1 and 1024".into());
+        }
+
+        // [[users]]
+        let mut users = Vec::new();
+        let mut seen_users = BTreeSet::new();
+        for (i, u) in raw.users.into_iter().enumerate() {
+            let path = format!("users[{i}]");
+            if !valid_name(&u.id) {
+                problem(
+                    format!("{path}.id"),
+                    format!("`{}`: use letters, digits and - _ . @ : +", u.id),
+                );
+            }
+            if !seen_users.insert(u.id.clone()) {
+                problem(
+                    format!("{path}.id"),
+                    format!("user `{}` is listed twice", u.id),
+                );
+            }
+            for g in &u.groups {
+                if !valid_name(g) {
+                    problem(
+                        format!("{path}.groups"),
+                        format!("`{g}` is not a valid group name"),
+                    );
+                }
+            }
+            users.push(User {
+                id: u.id,
+                email: u.email,
+                name: u.name,
+                groups: u.groups,
+            });
+        }
+
+        // [[entitlements]]
+        let mut entitlements = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, e) in raw.entitlements.into_iter().enumerate() {
+            let path = format!("entitlements[{i}] ({})", e.id);
+            if !valid_id(&e.id) {
+                problem(
+                    format!("{path}.id"),
+                    "use lower-case letters, digits, `-`, `_`, `.`, in `/`-separated segments, e.g. `aws/prod/admin`".into(),
+                );
+            }
+            if !seen.insert(e.id.clone()) {
+                problem(format!("{path}.id"), "defined twice".into());
+            }
+            let mut d = |field: &str, v: Option<&str>| -> Option<u64> {
+                v.and_then(|t| match parse_duration(t) {
+                    Ok(s) => Some(s),
+                    Err(m) => {
+                        problem(format!("{path}.{field}"), m);
+                        None
+                    }
+                })
+            };
+            let max = d("max_duration", Some(&e.max_duration)).unwrap_or(3600);
+            let default = d("default_duration", e.default_duration.as_deref())
+                .unwrap_or_else(|| max.min(3600));
+            let ttl = d("pending_ttl", e.pending_ttl.as_deref()).unwrap_or(86_400);
+            if default > max {
+                problem(
+                    format!("{path}.default_duration"),
+                    "is longer than max_duration".into(),
+                );
+            }
+            let pattern = e.justification_pattern.as_deref().and_then(|re| {
+                match regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
+                    Ok(r) => Some(r),
+                    Err(err) => {
+                        problem(format!("{path}.justification_pattern"), format!("{err}"));
+                        None
+                    }
+                }
+            });
+            if e.requester_groups.is_empty() && e.requester_users.is_empty() {
+                problem(
+                    format!("{path}.requester_groups"),
+                    "nobody could request it: list groups (or `*` for everyone signed in) or requester_users".into(),
+                );
+            }
+            let settings = |what: &str, u: &RawPluginUse| -> Result<String, String> {
+                if !u.settings.is_table() {
+                    return Err(format!("{what}.settings must be a table"));
+                }
+                Ok(toml_to_json(&u.settings).to_string())
+            };
+            let connector = settings("connector", &e.connector).unwrap_or_else(|m| {
+                problem(format!("{path}.connector.settings"), m);
+                "{}".into()
+            });
+            let approval = settings("approval", &e.approval).unwrap_or_else(|m| {
+                problem(format!("{path}.approval.settings"), m);
+                "{}".into()
+            });
+            entitlements.push(EntitlementConfig {
+                rules: EntitlementRules {
+                    id: e.id,
+                    max_duration_secs: max,
+                    default_duration_secs: default,
+                    requester_groups: e.requester_groups,
+                    requester_users: e.requester_users,
+                    justification_pattern: pattern,
+                    ticket_required: e.ticket_required,
+                    pending_ttl_secs: ttl,
+                    break_glass: e.break_glass,
+                },
+                description: e.description,
+                connector: PluginUse {
+                    plugin: e.connector.plugin,
+                    settings: connector,
+                },
+                approval: PluginUse {
+                    plugin: e.approval.plugin,
+                    settings: approval,
+                },
+            });
+        }
+
+        if !p.is_empty() {
+            return Err(Problems(p));
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                public_url,
+                request_timeout: std::time::Duration::from_secs(request_timeout),
+                max_body_bytes,
+            },
+            database: DatabaseConfig {
+                url: Secret::new(url.unwrap_or_default()),
+                max_connections: raw.database.max_connections.unwrap_or(16).clamp(1, 256),
+            },
+            plugin_dir: raw.plugins.dir.map(|d| base.join(d)),
+            plugin_slots,
+            plugin_capabilities,
+            auth: AuthConfig {
+                admin_users: raw.auth.admin_users,
+                admin_groups: raw.auth.admin_groups,
+                auditor_users: raw.auth.auditor_users,
+                auditor_groups: raw.auth.auditor_groups,
+                token_ttl_secs: token_ttl,
+            },
+            jobs: JobsConfig {
+                lease_ms: i64::try_from(lease).unwrap_or(30) * 1000,
+                concurrency: raw.jobs.concurrency.unwrap_or(16).clamp(1, 256),
+                provision_attempts: raw.jobs.provision_attempts.unwrap_or(5).clamp(1, 100),
+                retry_max_ms: i64::try_from(retry_max).unwrap_or(300) * 1000,
+            },
+            secrets,
+            users,
+            entitlements,
+        })
+    }
+
+    /// A static user by id.
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    /// An entitlement by id.
+    pub fn entitlement(&self, id: &str) -> Option<&EntitlementConfig> {
+        self.entitlements.iter().find(|e| e.rules.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[users]]
+id = "alice"
+groups = ["eng"]
+
+[[entitlements]]
+id = "demo/x"
+max_duration = "2h"
+requester_groups = ["eng"]
+justification_pattern = "^[A-Z]+-[0-9]+"
+[entitlements.connector]
+plugin = "http"
+settings = { grant = { url = "http://127.0.0.1:1/g" }, revoke = { url = "http://127.0.0.1:1/r" } }
+[entitlements.approval]
+plugin = "quorum"
+settings = { stages = [{ groups = ["leads"], count = 1 }] }
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = Config::parse(GOOD, Path::new("/etc/sp"), ParseOptions::default()).expect("ok");
+        let e = c.entitlement("demo/x").expect("entitlement");
+        assert_eq!(e.rules.max_duration_secs, 7200);
+        assert_eq!(e.rules.default_duration_secs, 3600);
+        assert_eq!(e.rules.pending_ttl_secs, 86_400);
+        assert!(e.approval.settings.contains("\"leads\""));
+        assert_eq!(c.database.url.expose(), "sqlite:///etc/sp/sallyport.db");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let bad = GOOD.replace(
+            "max_duration = \"2h\"",
+            "max_duration = \"2h\"\nmax_durration = \"1h\"",
+        );
+        let e = Config::parse(&bad, Path::new("."), ParseOptions::default()).expect_err("bad");
+        let s = e.to_string();
+        assert!(s.contains("max_durration") && s.contains("line 11"), "{s}");
+    }
+
+    #[test]
+    fn problems_point_at_the_entry() {
+        let bad = GOOD
+            .replace("\"2h\"", "\"2x\"")
+            .replace("^[A-Z]+-[0-9]+", "([");
+        let e = Config::parse(&bad, Path::new("."), ParseOptions::default()).expect_err("bad");
+        let s = e.to_string();
+        assert!(s.contains("entitlements[0] (demo/x).max_duration"), "{s}");
+        assert!(
+            s.contains("entitlements[0] (demo/x).justification_pattern"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! The JSON API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{AppState, openapi, views};
+use crate::domain::{Channel, Millis, State as ReqState, Verdict, parse_duration};
+use crate::service::{Caller, CreateInput, ListQuery, ListScope, now_ms};
+use crate::store::{AuditFilter, WriteCtx};
+
+/// Every route of the API, as `(method, path)`: the OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/me"),
+    ("get", "/api/v1/entitlements"),
+    ("get", "/api/v1/requests"),
+    ("post", "/api/v1/requests"),
+    ("get", "/api/v1/requests/{id}"),
+    ("post", "/api/v1/requests/{id}/cancel"),
+    ("post", "/api/v1/requests/{id}/reviews"),
+    ("post", "/api/v1/requests/{id}/revoke"),
+    ("post", "/api/v1/requests/{id}/end"),
+    ("get", "/api/v1/grants"),
+    ("get", "/api/v1/audit"),
+    ("get", "/api/v1/tokens"),
+    ("delete", "/api/v1/tokens/{id}"),
+];
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi_doc))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/entitlements", get(entitlements))
+        .route("/api/v1/requests", get(list_requests).post(create_request))
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/requests/{id}/cancel", post(cancel))
+        .route("/api/v1/requests/{id}/reviews", post(review))
+        .route("/api/v1/requests/{id}/revoke", post(revoke))
+        .route("/api/v1/requests/{id}/end", post(end))
+        .route("/api/v1/grants", get(grants))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/tokens", get(tokens))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+}
+
+/// A JSON body whose every rejection is an [`ApiError`] with a clear message.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(match rej {
+                JsonRejection::JsonDataError(e) => ApiError::invalid(format!(
+                    "the JSON body does not fit: {}",
+                    std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
+                )),
+                JsonRejection::JsonSyntaxError(e) => ApiError::invalid(format!(
+                    "the body is not valid JSON: {}",
+                    std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
+                )),
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with `Content-Type: application/json`",
+                ),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the body is larger than this server accepts",
+                    )
+                }
+                other => ApiError::invalid(other.body_text()),
+            }),
+        }
+    }
+}
+
+/// Query parameters whose rejection is an [`ApiError`].
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e: QueryRejection| {
+                ApiError::invalid(format!("bad query parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// A duration as `"1h30m"` or a number of seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum DurationInput {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationInput {
+    fn seconds(&self) -> Result<u64, ApiError> {
+        match self {
+            DurationInput::Seconds(0) => {
+                Err(ApiError::invalid("duration: must be at least 1 second"))
+            }
+            DurationInput::Seconds(n) => Ok(*n),
+            DurationInput::Text(t) => {
+                parse_duration(t).map_err(|e| ApiError::invalid(format!("duration: {e}")))
+            }
+        }
+    }
+}
+
+/// A point in time as RFC 3339 or milliseconds since the epoch.
+fn parse_time(field: &str, s: &str) -> Result<Millis, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            ApiError::invalid(format!(
+                "{field}: `{s}` is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z): {e}"
+            ))
+        })
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.service.store().ping().await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the database is not reachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let counts = st.service.store().counts().await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.service.metrics().render(counts.as_ref()),
+    )
+        .into_response()
+}
+
+async fn openapi_doc() -> Json<Value> {
+    Json(openapi::document())
+}
+
+async fn me(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "principal": caller.principal,
+        "roles": { "admin": caller.roles.admin, "auditor": caller.roles.auditor },
+        "token_id": caller.token_id,
+    }))
+}
+
+async fn entitlements(State(st): State<AppState>, caller: Caller) -> Json<Value> {
+    let policy = st.service.policy();
+    let list: Vec<Value> = policy
+        .config
+        .entitlements
+        .iter()
+        .map(|e| views::entitlement(e, &caller))
+        .collect();
+    Json(json!({ "entitlements": list }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    entitlement: String,
+    duration: Option<DurationInput>,
+    justification: String,
+    ticket: Option<String>,
+}
+
+async fn create_request(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let duration_secs = body
+        .duration
+        .as_ref()
+        .map(DurationInput::seconds)
+        .transpose()?;
+    let r = st
+        .service
+        .create_request(
+            &caller,
+            CreateInput {
+                entitlement: body.entitlement,
+                duration_secs,
+                justification: body.justification,
+                ticket: body.ticket,
+            },
+            Channel::Api,
+            &ctx,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(views::request(&r, &caller, now_ms())),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    scope: Option<String>,
+    state: Option<String>,
+    entitlement: Option<String>,
+    requester: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+fn parse_states(s: Option<&str>) -> Result<Vec<ReqState>, ApiError> {
+    let Some(s) = s else {
+        return Ok(Vec::new());
+    };
+    s.split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            ReqState::parse(x.trim()).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "state: unknown state `{x}`; use {}",
+                    ReqState::ALL.map(ReqState::as_str).join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+fn parse_scope(s: Option<&str>) -> Result<ListScope, ApiError> {
+    match s.unwrap_or("mine") {
+        "mine" => Ok(ListScope::Mine),
+        "review" => Ok(ListScope::Review),
+        "all" => Ok(ListScope::All),
+        other => Err(ApiError::invalid(format!(
+            "scope: `{other}` is not one of mine, review, all"
+        ))),
+    }
+}
+
+async fn list_requests(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery {
+        scope: parse_scope(p.scope.as_deref())?,
+        states: parse_states(p.state.as_deref())?,
+        entitlement: p.entitlement,
+        requester: p.requester,
+        before: p.before,
+        limit: p.limit.unwrap_or(50),
+    };
+    let list = st.service.list(&caller, &q).await?;
+    let now = now_ms();
+    let next = if list.len() == q.limit.clamp(1, 500) as usize {
+        list.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "requests": list.iter().map(|r| views::request(r, &caller, now)).collect::<Vec<_>>(),
+        "next_before": next,
+    })))
+}
+
+async fn get_request(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = st.service.get(&caller, &id).await?;
+    Ok(Json(views::request(&r, &caller, now_ms())))
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = st.service.cancel(&caller, &id, Channel::Api, &ctx).await?;
+    Ok(Json(views::request(&r, &caller, now_ms())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    verdict: Verdict,
+    comment: Option<String>,
+}
+
+async fn review(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<Json<Value>, ApiError> {
+    if body.verdict == Verdict::Deny && body.comment.as_deref().is_none_or(|c| c.trim().is_empty())
+    {
+        return Err(ApiError::invalid(
+            "comment: a denial needs a reason for the requester",
+        ));
+    }
+    let r = st
+        .service
+        .review(&caller, &id, body.verdict, body.comment, Channel::Api, &ctx)
+        .await?;
+    Ok(Json(views::request(&r, &caller, now_ms())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
+async fn revoke(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let r = st
+        .service
+        .revoke(&caller, &id, body.reason, Channel::Api, &ctx)
+        .await?;
+    Ok(Json(views::request(&r, &caller, now_ms())))
+}
+
+async fn end(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = st.service.end(&caller, &id, Channel::Api, &ctx).await?;
+    Ok(Json(views::request(&r, &caller, now_ms())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantParams {
+    scope: Option<String>,
+    active: Option<bool>,
+    limit: Option<u32>,
+}
+
+async fn grants(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<GrantParams>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = match p.scope.as_deref().unwrap_or("mine") {
+        "mine" => ListScope::Mine,
+        "all" => ListScope::All,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "scope: `{other}` is not one of mine, all"
+            )));
+        }
+    };
+    let active_only = p.active.unwrap_or(true);
+    let states = if active_only {
+        vec![ReqState::Active]
+    } else {
+        vec![
+            ReqState::Active,
+            ReqState::Expired,
+            ReqState::Revoked,
+            ReqState::Ended,
+        ]
+    };
+    let list = st
+        .service
+        .list(
+            &caller,
+            &ListQuery {
+                scope,
+                states,
+                limit: p.limit.unwrap_or(100),
+                ..ListQuery::default()
+            },
+        )
+        .await?;
+    let now = now_ms();
+    let grants: Vec<Value> = list
+        .iter()
+        .filter(|r| r.grant.is_some())
+        .map(|r| views::request(r, &caller, now))
+        .collect();
+    Ok(Json(json!({ "grants": grants })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    since: Option<String>,
+    until: Option<String>,
+    subject: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    after_seq: Option<i64>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+async fn audit(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> Result<Response, ApiError> {
+    if !(caller.roles.admin || caller.roles.auditor) {
+        return Err(ApiError::forbidden(
+            "the audit log is for auditors and admins; a request's own history is on the request",
+        ));
+    }
+    let filter = AuditFilter {
+        since: p
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        until: p
+            .until
+            .as_deref()
+            .map(|s| parse_time("until", s))
+            .transpose()?,
+        subject: p.subject,
+        actor: p.actor,
+        action: p.action,
+        after_seq: p.after_seq,
+        limit: p.limit.unwrap_or(1000),
+    };
+    let events = st.service.store().audit(&filter).await?;
+    match p.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let next = if events.len() == filter.limit.clamp(1, 10_000) as usize {
+                events.last().map(|e| e.seq)
+            } else {
+                None
+            };
+            Ok(Json(json!({
+                "events": events.iter().map(views::audit).collect::<Vec<_>>(),
+                "next_after_seq": next,
+            }))
+            .into_response())
+        }
+        "jsonl" => {
+            let mut body = String::new();
+            for e in &events {
+                body.push_str(&views::audit(e).to_string());
+                body.push('\n');
+            }
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/x-ndjson"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"sallyport-audit.jsonl\"",
+                    ),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        other => Err(ApiError::invalid(format!(
+            "format: `{other}` is not json or jsonl"
+        ))),
+    }
+}
+
+async fn tokens(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let list = st.service.store().list_tokens(&caller.principal.id).await?;
+    let now = now_ms();
+    Ok(Json(json!({
+        "tokens": list.iter().map(|t| views::token(t, now)).collect::<Vec<_>>(),
+    })))
+}
+
+async fn revoke_token(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    st.service.revoke_token(&caller, &id, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,736 @@
+//! The application core: turns what people ask for into domain actions, asks the approval
+//! plugin, and persists transitions with compare-and-set retries. The JSON API, the web UI and
+//! the job worker all go through here; none of them touches the store's writes directly.
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::config::{Config, Problems};
+use crate::domain::{
+    Action, Actor, Channel, DomainError, Event, Millis, NewRequest, PluginRef, PolicyOutcome,
+    Principal, Request, Requirement, Review, State, Transition, Verdict, clean_comment,
+};
+use crate::metrics::Metrics;
+use crate::plugin::{self, Decision, PluginHost};
+use crate::policy::{Policy, Roles};
+use crate::store::{RequestFilter, Store, StoreError, TokenRecord, WriteCtx};
+
+/// The current time in milliseconds since the Unix epoch. The only clock read of the core.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How many times a write is retried after a compare-and-set conflict.
+const CAS_ATTEMPTS: usize = 8;
+
+/// Why a service call failed. Nothing changed when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The domain refused the action.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No such thing (or not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Bad input.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Kept conflicting with concurrent writers.
+    #[error("the request kept changing concurrently; try again")]
+    Conflict,
+    /// Not signed in, or the token is unusable.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The database failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Domain(d) => d.code(),
+            ServiceError::NotFound(_) => "not_found",
+            ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::Invalid { .. } => "invalid_input",
+            ServiceError::Conflict => "conflict",
+            ServiceError::Unauthenticated(_) => "unauthenticated",
+            ServiceError::Store(_) => "internal",
+        }
+    }
+}
+
+/// A signed-in caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// Their roles.
+    pub roles: Roles,
+    /// The token they used, when they used one.
+    pub token_id: Option<String>,
+}
+
+impl Caller {
+    fn actor(&self, channel: Channel) -> Actor {
+        Actor {
+            principal: self.principal.clone(),
+            admin: self.roles.admin,
+            channel,
+        }
+    }
+}
+
+/// What a requester asks for.
+#[derive(Debug, Clone)]
+pub struct CreateInput {
+    /// Entitlement id.
+    pub entitlement: String,
+    /// Seconds; `None` for the default.
+    pub duration_secs: Option<u64>,
+    /// Why.
+    pub justification: String,
+    /// Ticket.
+    pub ticket: Option<String>,
+}
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `mine`: the caller's own; `review`: waiting for the caller's review; `all`: everything
+    /// the caller may see (admins and auditors see all).
+    pub scope: ListScope,
+    /// Only these states.
+    pub states: Vec<State>,
+    /// Only this entitlement.
+    pub entitlement: Option<String>,
+    /// Only this requester (admins and auditors).
+    pub requester: Option<String>,
+    /// Page before this id.
+    pub before: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// See [`ListQuery::scope`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListScope {
+    /// The caller's own requests.
+    #[default]
+    Mine,
+    /// Requests the caller may review now.
+    Review,
+    /// Everything visible.
+    All,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    policy: RwLock<Arc<Policy>>,
+    host: PluginHost,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The application core. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+fn merge(mut a: Transition, b: Transition) -> Transition {
+    a.events.extend(b.events);
+    a.jobs.extend(b.jobs);
+    let version = a.request.version;
+    a.request = b.request;
+    a.request.version = version;
+    a
+}
+
+/// The plugin's view of a request.
+pub fn plugin_request(r: &Request) -> plugin::AccessRequest {
+    plugin::AccessRequest {
+        id: r.id.clone(),
+        entitlement: r.entitlement.clone(),
+        requester: plugin_principal(&r.requester),
+        duration_seconds: r.duration_secs,
+        justification: r.justification.clone(),
+        ticket: r.ticket.clone(),
+        created_at: r.created_at,
+    }
+}
+
+fn plugin_principal(p: &Principal) -> plugin::Principal {
+    plugin::Principal {
+        id: p.id.clone(),
+        email: p.email.clone(),
+        display_name: p.name.clone(),
+        groups: p.groups.clone(),
+    }
+}
+
+/// Identity of a plugin, for the domain.
+pub fn plugin_ref(p: &plugin::PluginIdentity) -> PluginRef {
+    PluginRef {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        sha256: p.sha256.clone(),
+    }
+}
+
+impl Service {
+    /// Assemble the core.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Policy,
+        host: PluginHost,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                store,
+                policy: RwLock::new(Arc::new(policy)),
+                host,
+                wake: Arc::new(Notify::new()),
+                metrics,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The live policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The plugin host.
+    pub fn host(&self) -> &PluginHost {
+        &self.inner.host
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The worker's wake-up signal (new jobs were enqueued).
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
+    }
+
+    fn wake(&self, t: &Transition) {
+        if !t.jobs.is_empty() {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Replace the policy with one built from `config`; on failure keep the current one.
+    pub async fn reload(&self, config: Config) -> Result<(), Problems> {
+        let policy = Policy::build(config, &self.inner.host).await?;
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        Ok(())
+    }
+
+    /// Ask the entitlement's approval plugin about a request. Failures deny (fail closed).
+    pub async fn evaluate(
+        &self,
+        policy: &Policy,
+        r: &Request,
+        now: Millis,
+    ) -> (PolicyOutcome, Option<PluginRef>) {
+        let Some(ent) = policy.entitlement(&r.entitlement) else {
+            return (
+                PolicyOutcome::Error {
+                    code: "entitlement_removed".into(),
+                    message: format!("entitlement `{}` is no longer configured", r.entitlement),
+                },
+                None,
+            );
+        };
+        let Some(plugin) = policy.plugin(&ent.approval.plugin) else {
+            return (
+                PolicyOutcome::Error {
+                    code: "plugin_missing".into(),
+                    message: format!("approval plugin `{}` is not loaded", ent.approval.plugin),
+                },
+                None,
+            );
+        };
+        let ctx = plugin::EvaluationContext {
+            subject: plugin::Subject::Access(plugin_request(r)),
+            settings: ent.approval.settings.clone(),
+            reviews: r
+                .reviews
+                .iter()
+                .map(|rv| plugin::Review {
+                    reviewer: plugin_principal(&rv.reviewer),
+                    verdict: match rv.verdict {
+                        Verdict::Approve => plugin::Verdict::Approve,
+                        Verdict::Deny => plugin::Verdict::Deny,
+                    },
+                    comment: rv.comment.clone(),
+                    at: rv.at,
+                    channel: match rv.channel {
+                        Channel::Web => plugin::Channel::Web,
+                        Channel::EmailLink => plugin::Channel::EmailLink,
+                        Channel::Api | Channel::System => plugin::Channel::Api,
+                    },
+                })
+                .collect(),
+            now,
+        };
+        let identity = plugin_ref(plugin.identity());
+        match plugin.evaluate(&ctx).await {
+            Ok(ev) => {
+                let outcome = match ev.decision {
+                    Decision::Approve {
+                        reason,
+                        break_glass,
+                    } => PolicyOutcome::Approve {
+                        reason,
+                        break_glass,
+                    },
+                    Decision::Deny { reason } => PolicyOutcome::Deny { reason },
+                    Decision::Pending { requirements } => PolicyOutcome::Pending {
+                        requirements: requirements
+                            .into_iter()
+                            .map(|r| Requirement {
+                                name: r.name,
+                                users: r.users,
+                                groups: r.groups,
+                                needed: r.needed,
+                                approved_by: r.approved_by,
+                            })
+                            .collect(),
+                    },
+                };
+                (outcome, Some(identity))
+            }
+            Err(e) => {
+                self.inner.metrics.plugin_error(e.code());
+                tracing::warn!(plugin = %identity.name, error = %e, "approval plugin failed; denying");
+                (
+                    PolicyOutcome::Error {
+                        code: e.code().into(),
+                        message: e.to_string(),
+                    },
+                    Some(identity),
+                )
+            }
+        }
+    }
+
+    /// File a request; the approval plugin decides at once whether it is approved, denied or
+    /// pending.
+    pub async fn create_request(
+        &self,
+        caller: &Caller,
+        input: CreateInput,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let policy = self.policy();
+        let ent = policy.entitlement(&input.entitlement).ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "no entitlement `{}`; `sallyport entitlements` lists them",
+                input.entitlement
+            ))
+        })?;
+        let now = now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
+        let created = Request::create(
+            id,
+            NewRequest {
+                requester: caller.principal.clone(),
+                duration_secs: input.duration_secs,
+                justification: input.justification,
+                ticket: input.ticket,
+                channel,
+            },
+            &ent.rules,
+            now,
+        )?;
+        let (outcome, plugin) = self.evaluate(&policy, &created.request, now).await;
+        let evaluated = created
+            .request
+            .apply(Action::Evaluated { outcome, plugin }, now)?;
+        let t = merge(created, evaluated);
+        self.inner.store.insert_request(&t, ctx).await?;
+        self.inner.metrics.transitions(&t);
+        self.wake(&t);
+        let mut r = t.request;
+        r.version = 1;
+        Ok(r)
+    }
+
+    /// Load a request the caller may see.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<Request, ServiceError> {
+        let r = self
+            .inner
+            .store
+            .get_request(id)
+            .await?
+            .filter(|r| can_view(caller, r))
+            .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
+        Ok(r)
+    }
+
+    /// Apply an action chosen by `decide` from the freshly loaded request, retrying on
+    /// compare-and-set conflicts.
+    async fn act(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ctx: &WriteCtx,
+        decide: impl Fn(&Request) -> Result<Action, ServiceError> + Send + Sync,
+    ) -> Result<Request, ServiceError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let r = self.get(caller, id).await?;
+            let now = now_ms();
+            let action = decide(&r)?;
+            let t = r.apply(action, now)?;
+            match self.inner.store.commit(&t, ctx, None).await {
+                Ok(()) => {
+                    self.inner.metrics.transitions(&t);
+                    self.wake(&t);
+                    let mut out = t.request;
+                    out.version += 1;
+                    return Ok(out);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Conflict)
+    }
+
+    /// Approve or deny. The approval plugin is asked again in the same commit.
+    pub async fn review(
+        &self,
+        caller: &Caller,
+        id: &str,
+        verdict: Verdict,
+        comment: Option<String>,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let comment = clean_comment(comment.as_deref())?;
+        let policy = self.policy();
+        for _ in 0..CAS_ATTEMPTS {
+            let r = self.get(caller, id).await?;
+            let now = now_ms();
+            let review = Review {
+                reviewer: caller.principal.clone(),
+                verdict,
+                comment: comment.clone(),
+                channel,
+                at: now,
+            };
+            let reviewed = match r.apply(Action::Review(review), now) {
+                Ok(t) => t,
+                Err(e @ (DomainError::SelfReview { .. } | DomainError::NotEligible { .. })) => {
+                    self.audit_refusal(caller, &r, &e, channel, now, ctx)
+                        .await?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (outcome, plugin) = self.evaluate(&policy, &reviewed.request, now).await;
+            let evaluated = reviewed
+                .request
+                .apply(Action::Evaluated { outcome, plugin }, now)?;
+            let t = merge(reviewed, evaluated);
+            match self.inner.store.commit(&t, ctx, None).await {
+                Ok(()) => {
+                    self.inner.metrics.transitions(&t);
+                    self.wake(&t);
+                    let mut out = t.request;
+                    out.version += 1;
+                    return Ok(out);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Conflict)
+    }
+
+    async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        r: &Request,
+        e: &DomainError,
+        channel: Channel,
+        now: Millis,
+        ctx: &WriteCtx,
+    ) -> Result<(), ServiceError> {
+        tracing::warn!(request = %r.id, reviewer = %caller.principal.id, code = e.code(), "review refused");
+        let event = Event {
+            at: now,
+            actor: caller.principal.actor(),
+            action: "review.refused".into(),
+            subject: r.id.clone(),
+            before: json!({ "state": r.state }),
+            after: json!({ "state": r.state, "code": e.code(), "reason": e.to_string() }),
+            channel,
+            plugin: None,
+        };
+        self.inner.store.append_events(&[event], ctx).await?;
+        Ok(())
+    }
+
+    /// Withdraw a pending request.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let actor = caller.actor(channel);
+        self.act(caller, id, ctx, move |_| Ok(Action::Cancel(actor.clone())))
+            .await
+    }
+
+    /// Revoke an approved or active request.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: String,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let actor = caller.actor(channel);
+        self.act(caller, id, ctx, move |_| {
+            Ok(Action::Revoke {
+                by: actor.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .await
+    }
+
+    /// End one's own active grant early.
+    pub async fn end(
+        &self,
+        caller: &Caller,
+        id: &str,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let actor = caller.actor(channel);
+        self.act(caller, id, ctx, move |_| Ok(Action::End(actor.clone())))
+            .await
+    }
+
+    /// List requests.
+    pub async fn list(&self, caller: &Caller, q: &ListQuery) -> Result<Vec<Request>, ServiceError> {
+        let privileged = caller.roles.admin || caller.roles.auditor;
+        let limit = q.limit.clamp(1, 500);
+        let mut filter = RequestFilter {
+            states: q.states.clone(),
+            requester: None,
+            entitlement: q.entitlement.clone(),
+            before: q.before.clone(),
+            limit,
+        };
+        match q.scope {
+            ListScope::Mine => filter.requester = Some(caller.principal.id.clone()),
+            ListScope::Review => {
+                filter.states = vec![State::Pending];
+                filter.limit = 500;
+            }
+            ListScope::All => {
+                if privileged {
+                    filter.requester = q.requester.clone();
+                } else {
+                    filter.limit = 500;
+                }
+            }
+        }
+        let rows = self.inner.store.list_requests(&filter).await?;
+        let out: Vec<Request> = rows
+            .into_iter()
+            .filter(|r| match q.scope {
+                ListScope::Mine => true,
+                ListScope::Review => {
+                    r.may_review(&caller.principal) && r.requester.id != caller.principal.id
+                }
+                ListScope::All => {
+                    can_view(caller, r) && q.requester.as_ref().is_none_or(|u| r.requester.id == *u)
+                }
+            })
+            .take(limit as usize)
+            .collect();
+        Ok(out)
+    }
+
+    /// Issue an API token for a principal. Returns the secret (shown once) and its record.
+    pub async fn issue_token(
+        &self,
+        principal: &Principal,
+        name: &str,
+        ttl_secs: u64,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<(String, TokenRecord), ServiceError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(ServiceError::Invalid {
+                field: "name".into(),
+                message: "1 to 100 printable characters".into(),
+            });
+        }
+        let now = now_ms();
+        let mut id_bytes = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut id_bytes);
+        rand::rng().fill_bytes(&mut secret);
+        let id = hex::encode(id_bytes);
+        let token = format!(
+            "spt_{id}_{}",
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)
+        );
+        let record = TokenRecord {
+            id: id.clone(),
+            user_id: principal.id.clone(),
+            principal: principal.clone(),
+            name: name.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(crate::domain::secs_to_ms(ttl_secs)),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.inner
+            .store
+            .insert_token(&record, &token_hash(&token))
+            .await?;
+        let event = Event {
+            at: now,
+            actor: principal.actor(),
+            action: "token.issued".into(),
+            subject: format!("token:{id}"),
+            before: serde_json::Value::Null,
+            after: json!({ "name": record.name, "expires_at": record.expires_at }),
+            channel,
+            plugin: None,
+        };
+        self.inner.store.append_events(&[event], ctx).await?;
+        Ok((token, record))
+    }
+
+    /// Resolve a bearer token to a caller.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
+        let bad = || {
+            ServiceError::Unauthenticated(
+                "invalid or expired token; sign in again (`sallyport login`)".into(),
+            )
+        };
+        if !token.starts_with("spt_") || token.len() > 200 {
+            return Err(bad());
+        }
+        let rec = self
+            .inner
+            .store
+            .find_token(&token_hash(token))
+            .await?
+            .ok_or_else(bad)?;
+        let now = now_ms();
+        if rec.revoked_at.is_some() || now >= rec.expires_at {
+            return Err(bad());
+        }
+        let policy = self.policy();
+        // Directory users get their current groups; others keep what they had at sign-in.
+        let principal = policy
+            .directory_principal(&rec.user_id)
+            .unwrap_or_else(|| rec.principal.clone());
+        let roles = policy.roles(&principal);
+        if let Err(e) = self.inner.store.touch_token(&rec.id, now).await {
+            tracing::warn!(error = %e, "could not record token use");
+        }
+        Ok(Caller {
+            principal,
+            roles,
+            token_id: Some(rec.id),
+        })
+    }
+
+    /// Revoke a token of the caller's (admins: anyone's).
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ctx: &WriteCtx,
+    ) -> Result<(), ServiceError> {
+        let user = if caller.roles.admin {
+            None
+        } else {
+            Some(caller.principal.id.as_str())
+        };
+        let now = now_ms();
+        if !self.inner.store.revoke_token(id, user, now).await? {
+            return Err(ServiceError::NotFound(format!("no active token `{id}`")));
+        }
+        let event = Event {
+            at: now,
+            actor: caller.principal.actor(),
+            action: "token.revoked".into(),
+            subject: format!("token:{id}"),
+            before: serde_json::Value::Null,
+            after: json!({}),
+            channel: Channel::Api,
+            plugin: None,
+        };
+        self.inner.store.append_events(&[event], ctx).await?;
+        Ok(())
+    }
+}
+
+/// SHA-256 of a token, hex: what the store keeps.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Who may see a request: its requester, anyone who reviewed it or may review it, admins and
+/// auditors.
+pub fn can_view(caller: &Caller, r: &Request) -> bool {
+    let p = &caller.principal;
+    caller.roles.admin
+        || caller.roles.auditor
+        || r.requester.id == p.id
+        || r.reviews.iter().any(|rv| rv.reviewer.id == p.id)
+        || r.requirements.iter().any(|q| q.admits(p))
+}
