@@ -720,7 +720,7 @@ settings = { stages = [{ groups = ["leads"], count = 1 }] }
         );
         let e = Config::parse(&bad, Path::new("."), ParseOptions::default()).expect_err("bad");
         let s = e.to_string();
-        assert!(s.contains("max_durration") && s.contains("line 11"), "{s}");
+        assert!(s.contains("max_durration") && s.contains("line 12"), "{s}");
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub struct Requirement {
 impl Requirement {
     /// May this principal review toward it?
     pub fn admits(&self, p: &Principal) -> bool {
-        self.users.iter().any(|u| *u == p.id) || self.groups.iter().any(|g| p.groups.contains(g))
+        self.users.contains(&p.id) || self.groups.iter().any(|g| p.groups.contains(g))
     }
 
     /// Is it met?
@@ -348,9 +348,12 @@ pub struct Request {
     /// Every review, in order.
     #[serde(default)]
     pub reviews: Vec<Review>,
-    /// Why it ended as it did (denial, failure or revocation reason).
+    /// Why it ended as it did (denial, failure, revocation, expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why the approval policy approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_reason: Option<String>,
     /// The approval rests on break-glass self-approval.
     #[serde(default)]
     pub break_glass: bool,
@@ -768,6 +771,7 @@ impl Request {
             requirements: Vec::new(),
             reviews: Vec::new(),
             reason: None,
+            approval_reason: None,
             break_glass: false,
             decided_by: None,
             grant: None,
@@ -901,7 +905,7 @@ impl Request {
                         break_glass,
                     } => {
                         next.state = State::Approved;
-                        next.reason = Some(reason.clone());
+                        next.approval_reason = Some(reason.clone());
                         next.break_glass = break_glass;
                         next.decided_by = plugin.clone();
                         next.requirements.clear();
@@ -1115,6 +1119,10 @@ impl Request {
                     if now >= expires_at {
                         // The connector took longer than the whole grant: it is over already.
                         next.state = State::Expired;
+                        next.reason = Some(
+                            "the connector took longer than the whole grant; it ended at once"
+                                .into(),
+                        );
                         next.revocation = Some(Revocation {
                             reason: RevokeReason::Expired,
                             requested_at: now,
@@ -1198,6 +1206,7 @@ impl Request {
                     return Err(DomainError::NotDue);
                 }
                 next.state = State::Expired;
+                next.reason = Some("the grant reached its end".into());
                 next.revocation = Some(Revocation {
                     reason: RevokeReason::Expired,
                     requested_at: now,
@@ -1271,6 +1280,7 @@ impl Request {
                     ));
                 }
                 next.state = State::Ended;
+                next.reason = Some(format!("ended early by {}", by.principal.id));
                 next.revocation = Some(Revocation {
                     reason: RevokeReason::Ended,
                     requested_at: now,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -96,7 +96,8 @@ async fn login(
     ))
 }
 
-/// The dev server's demo target: grants are rows in memory, guarded by a bearer token.
+/// The dev server's demo target: grants are rows in memory, guarded by an API key
+/// (`x-api-key`), which the `http` connector's host injects as a secret.
 #[derive(Debug)]
 pub struct DemoTarget {
     token: Secret,
@@ -114,16 +115,15 @@ impl DemoTarget {
 
     fn check(&self, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
         let ok = headers
-            .get(header::AUTHORIZATION)
+            .get("x-api-key")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| t == self.token.expose());
         if ok {
             Ok(())
         } else {
             Err((
                 StatusCode::UNAUTHORIZED,
-                Json(json!({ "error": "missing or wrong bearer token" })),
+                Json(json!({ "error": "missing or wrong x-api-key" })),
             ))
         }
     }

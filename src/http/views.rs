@@ -55,6 +55,7 @@ pub fn request(r: &Request, caller: &Caller, now: Millis) -> Value {
         "updated_at": time(r.updated_at),
         "pending_until": time(r.pending_until),
         "reason": r.reason,
+        "approval_reason": r.approval_reason,
         "break_glass": r.break_glass,
         "decided_by": r.decided_by,
         "requirements": r.requirements,
