@@ -1,5 +1,7 @@
 //! One integration-test binary; a module per suite.
 
+mod harness;
+mod lifecycle;
 mod plugin_abuse;
 mod plugin_cli;
 mod plugin_http;
