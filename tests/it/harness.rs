@@ -57,7 +57,9 @@ pub fn pg_admin_url() -> Option<String> {
 }
 
 fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let cut = base.rfind('/').unwrap_or(base.len());
     let mut out = format!("{}/{db}", &base[..cut]);
     if let Some(q) = query {
@@ -142,6 +144,10 @@ macro_rules! db_or_skip {
         match $crate::harness::Db::new($backend).await {
             Some(db) => db,
             None => {
+                assert!(
+                    std::env::var_os("SALLYPORT_REQUIRE_POSTGRES").is_none(),
+                    "SALLYPORT_REQUIRE_POSTGRES is set but no PostgreSQL is configured (TEST_DATABASE_URL or PG*)"
+                );
                 eprintln!("skipped: no PostgreSQL (set TEST_DATABASE_URL or run under pg_virtualenv)");
                 return;
             }
@@ -418,7 +424,13 @@ impl Server {
         t
     }
 
-    async fn send(&self, user: Option<&str>, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    async fn send(
+        &self,
+        user: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.url()));
         if let Some(u) = user {
             req = req.bearer_auth(self.token(u).await);
@@ -434,11 +446,13 @@ impl Server {
     }
 
     pub async fn get(&self, user: &str, path: &str) -> (u16, Value) {
-        self.send(Some(user), reqwest::Method::GET, path, None).await
+        self.send(Some(user), reqwest::Method::GET, path, None)
+            .await
     }
 
     pub async fn post(&self, user: &str, path: &str, body: Value) -> (u16, Value) {
-        self.send(Some(user), reqwest::Method::POST, path, Some(body)).await
+        self.send(Some(user), reqwest::Method::POST, path, Some(body))
+            .await
     }
 
     /// File a request and return its JSON (asserting 201).
@@ -455,8 +469,12 @@ impl Server {
     }
 
     pub async fn approve(&self, user: &str, id: &str) -> (u16, Value) {
-        self.post(user, &format!("/api/v1/requests/{id}/reviews"), json!({ "verdict": "approve" }))
-            .await
+        self.post(
+            user,
+            &format!("/api/v1/requests/{id}/reviews"),
+            json!({ "verdict": "approve" }),
+        )
+        .await
     }
 
     pub async fn state(&self, id: &str) -> Value {
@@ -466,20 +484,30 @@ impl Server {
     }
 
     /// Wait (bounded) until the request satisfies `pred`.
-    pub async fn wait_for(&self, id: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let v = self.state(id).await;
             if pred(&v) {
                 return v;
             }
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}: {v:#}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {v:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
-        self.wait_for(id, state, timeout, |v| v["state"] == state).await
+        self.wait_for(id, state, timeout, |v| v["state"] == state)
+            .await
     }
 
     pub async fn audit_count(&self) -> usize {

@@ -1,9 +1,11 @@
 //! One integration-test binary; a module per suite.
 
+mod crash;
 mod harness;
 mod lifecycle;
 mod plugin_abuse;
 mod plugin_cli;
 mod plugin_http;
 mod plugin_quorum;
+mod store;
 mod support;
