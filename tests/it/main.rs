@@ -7,5 +7,6 @@ mod plugin_abuse;
 mod plugin_cli;
 mod plugin_http;
 mod plugin_quorum;
+mod server_cli;
 mod store;
 mod support;
