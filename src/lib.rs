@@ -7,19 +7,41 @@
 //!
 //! ## Bird's-eye view
 //!
-//! Approval policies and connectors are sandboxed WebAssembly components (the contract is
-//! `wit/`, package `sallyport:plugin@0.1.0`). The server core never trusts a plugin: any failure
-//! of a plugin is a denial or a failed grant, never access.
+//! A request enters through the JSON API (or the CLI, which only speaks that API). The
+//! [`service`] turns it into a pure [`domain`] transition, asks the entitlement's approval plugin
+//! (a sandboxed WebAssembly component, [`plugin`]) what it thinks, and persists the new state
+//! together with its audit events and the jobs it causes in one transaction ([`store`]). The job
+//! worker ([`jobs`]) then provisions through the connector plugin, ends grants at `expires_at`,
+//! times out undecided requests and retries revocations until they succeed. Plugins hold no
+//! ambient authority: the host holds every credential and checks every capability call against
+//! the plugin's manifest. The server core never trusts a plugin: any failure of a plugin is a
+//! denial or a failed grant, never access.
 //!
 //! ## Code map
 //!
-//! - [`plugin`]: the only user of wasmtime. Loads components, checks their imports against
-//!   their manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.
+//! - [`domain`]: the lifecycle as data and pure transitions `(state, action, now) -> (state,
+//!   events, jobs)`; no I/O, no clock reads. Property-tested.
+//! - [`service`]: the application core used by the API and the worker: validation against the
+//!   policy, approval evaluation, compare-and-set retries, tokens, visibility rules. Holds the
+//!   only clock read ([`service::now_ms`]).
+//! - [`store`]: the only module that speaks SQL. One [`store::Store`] trait; one SQL
+//!   implementation for SQLite and PostgreSQL with their differences in `store/sqlite.rs` and
+//!   `store/postgres.rs`; migrations in `migrations/`.
+//! - [`jobs`]: the durable queue's worker (provision, revoke, expire, time out).
+//! - [`audit`]: the hash chain and its verifier.
+//! - [`plugin`]: the only user of wasmtime. Loads components, checks their imports against their
+//!   manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.
 //!   `plugin/bindings.rs` is the only `bindgen!` site; `plugin/caps.rs` holds the host
 //!   capabilities plugins may import (`log`, `http`, and `aws`/`azure`, which answer
 //!   "capability not available" until their integrations are configured).
-//! - [`secret`]: secret values that never print.
-//! - [`cli`]: the command line (clap).
+//! - [`config`]: the policy file (TOML), checked with precise, located messages;
+//!   [`policy`]: the configuration with its plugins loaded and every entitlement's settings
+//!   validated by its plugins. Rebuilt on SIGHUP; a failed rebuild keeps the old one.
+//! - [`http`]: the only module that knows HTTP: the API under `/api/v1`, its OpenAPI document,
+//!   health, metrics, and (dev mode) the dev login and the demo target.
+//! - [`app`]: assembling and running a server, graceful shutdown, reload.
+//! - [`cli`]: the command line (clap): server, administration, plugin tools, and the client.
+//! - [`metrics`]: Prometheus counters; [`secret`]: secret values that never print.
 //! - `plugins/`: guest crates (built-in plugins and test-only abuse guests), compiled to
 //!   `wasm32-wasip2` by `build.rs` and embedded in the binary.
 //!
@@ -27,11 +49,23 @@
 //!
 //! - **Fail closed.** A plugin trap, timeout, memory exhaustion, full pool or malformed answer is a
 //!   typed [`plugin::PluginError`]; callers can only turn it into a denial or a failed grant.
+//! - **State, audit and jobs move together.** Every transition is written with its audit events
+//!   and jobs in one transaction, with compare-and-set on the request's version: two approvers
+//!   clicking at once grant exactly once.
+//! - **The domain is pure.** `domain/` reads no clock and does no I/O; the requester's own review
+//!   never counts unless the entitlement enables break-glass, and a reviewer counts only if the
+//!   approval plugin names them.
+//! - **Jobs are idempotent.** A job reloads its request and does nothing if it moved on; a
+//!   crash at any point re-runs at most an idempotent connector call.
+//! - **Revocation never gives up.** A failing revoke is retried with backoff forever, and shows
+//!   on the request meanwhile.
 //! - **No ambient authority.** Plugins get no filesystem, environment, sockets or clock; a plugin
 //!   importing a capability its manifest does not grant is refused at load.
 //! - **Plugins read no clock.** Every time a plugin needs (`now`, `expires-at`) is passed in.
 //! - **Secrets never print.** [`secret::Secret`] redacts itself; the `http` capability injects
-//!   secret header values by name so plugins never see them.
+//!   secret header values by name so plugins never see them; API tokens are stored hashed.
+//! - **The CLI is a client.** Apart from server administration commands that read the database
+//!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 
 pub mod app;
 pub mod audit;

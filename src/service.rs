@@ -162,15 +162,6 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
-fn merge(mut a: Transition, b: Transition) -> Transition {
-    a.events.extend(b.events);
-    a.jobs.extend(b.jobs);
-    let version = a.request.version;
-    a.request = b.request;
-    a.request.version = version;
-    a
-}
-
 /// The plugin's view of a request.
 pub fn plugin_request(r: &Request) -> plugin::AccessRequest {
     plugin::AccessRequest {
@@ -386,7 +377,11 @@ impl Service {
         let evaluated = created
             .request
             .apply(Action::Evaluated { outcome, plugin }, now)?;
-        let t = merge(created, evaluated);
+        let mut t = created.then(evaluated);
+        if t.request.state != State::Pending {
+            // Decided at once: nothing can time out.
+            t.jobs.retain(|j| j.kind != crate::domain::JobKind::Timeout);
+        }
         self.inner.store.insert_request(&t, ctx).await?;
         self.inner.metrics.transitions(&t);
         self.wake(&t);
@@ -471,7 +466,7 @@ impl Service {
             let evaluated = reviewed
                 .request
                 .apply(Action::Evaluated { outcome, plugin }, now)?;
-            let t = merge(reviewed, evaluated);
+            let t = reviewed.then(evaluated);
             match self.inner.store.commit(&t, ctx, None).await {
                 Ok(()) => {
                     self.inner.metrics.transitions(&t);
@@ -678,7 +673,9 @@ impl Service {
             .directory_principal(&rec.user_id)
             .unwrap_or_else(|| rec.principal.clone());
         let roles = policy.roles(&principal);
-        if let Err(e) = self.inner.store.touch_token(&rec.id, now).await {
+        if rec.last_used_at.is_none_or(|t| now - t > 60_000)
+            && let Err(e) = self.inner.store.touch_token(&rec.id, now).await
+        {
             tracing::warn!(error = %e, "could not record token use");
         }
         Ok(Caller {

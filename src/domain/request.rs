@@ -503,6 +503,19 @@ pub struct Transition {
     pub jobs: Vec<JobSpec>,
 }
 
+impl Transition {
+    /// This transition followed by `next` (which was applied to this one's result), persisted
+    /// as one: the events and jobs of both, the final aggregate, this one's expected version.
+    pub fn then(mut self, next: Transition) -> Transition {
+        let version = self.request.version;
+        self.events.extend(next.events);
+        self.jobs.extend(next.jobs);
+        self.request = next.request;
+        self.request.version = version;
+        self
+    }
+}
+
 /// Why an action was refused. Nothing changes when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {

@@ -22,6 +22,9 @@ use crate::store::{Job, StoreError, WriteCtx};
 /// Longest the worker sleeps without looking at the queue (catches jobs other replicas enqueue).
 pub const MAX_SLEEP: Duration = Duration::from_secs(5);
 
+/// How long the worker lets newly enqueued jobs gather before claiming them.
+const CLAIM_BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -126,7 +129,11 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = wake.notified() => {}
+            _ = wake.notified() => {
+                // New work arrives in bursts: gather a little before claiming, so one claim
+                // transaction serves several jobs.
+                tokio::time::sleep(CLAIM_BATCH_WINDOW).await;
+            }
             _ = running.join_next(), if !running.is_empty() => {}
             _ = shutdown.changed() => {}
         }
@@ -227,35 +234,33 @@ async fn provision(
     cfg: &WorkerConfig,
     job: &Job,
 ) -> Result<&'static str, StoreError> {
-    // Approved -> Provisioning (a crash after this point re-runs the idempotent grant).
-    let mut r = match service.store().get_request(&job.request_id).await? {
+    // Approved -> Provisioning is applied in memory and persisted together with the outcome:
+    // one transaction per grant. A crash in between leaves the request approved with its job
+    // queued, so the (idempotent) grant simply runs again.
+    let loaded = match service.store().get_request(&job.request_id).await? {
         Some(r) => r,
         None => {
             service.store().complete_job(job).await?;
             return Ok("stale");
         }
     };
-    if r.state == State::Approved {
-        let t = match r.apply(Action::StartProvision, now_ms()) {
-            Ok(t) => t,
+    let mut started = match loaded.state {
+        State::Approved => match loaded.apply(Action::StartProvision, now_ms()) {
+            Ok(t) => Some(t),
             Err(_) => {
                 service.store().complete_job(job).await?;
                 return Ok("stale");
             }
-        };
-        match service.store().commit(&t, &ctx(), None).await {
-            Ok(()) => {
-                r = t.request;
-                r.version += 1;
-            }
-            Err(StoreError::Conflict) => return Err(StoreError::Conflict),
-            Err(e) => return Err(e),
+        },
+        State::Provisioning => None,
+        _ => {
+            service.store().complete_job(job).await?;
+            return Ok("stale");
         }
-    }
-    if r.state != State::Provisioning {
-        service.store().complete_job(job).await?;
-        return Ok("stale");
-    }
+    };
+    let mut r = started
+        .as_ref()
+        .map_or(loaded.clone(), |t| t.request.clone());
 
     let policy = service.policy();
     let activated_at = now_ms();
@@ -308,24 +313,38 @@ async fn provision(
             Err(e) => Action::ProvisionFailed { error: e.clone() },
         };
         match r.apply(action, now) {
-            Ok(t) => match service.store().commit(&t, &ctx(), Some(job)).await {
-                Ok(()) => {
-                    service.metrics().transitions(&t);
-                    if !t.jobs.is_empty() {
-                        service.wake_handle().notify_one();
+            Ok(t) => {
+                let t = match started.take() {
+                    Some(s) => s.then(t),
+                    None => t,
+                };
+                match service.store().commit(&t, &ctx(), Some(job)).await {
+                    Ok(()) => {
+                        service.metrics().transitions(&t);
+                        if !t.jobs.is_empty() {
+                            service.wake_handle().notify_one();
+                        }
+                        return Ok(if result.is_ok() { "done" } else { "failed" });
                     }
-                    return Ok(if result.is_ok() { "done" } else { "failed" });
-                }
-                Err(StoreError::Conflict) => {
-                    // Revoked meanwhile, most likely: reload and record the grant so the
-                    // revocation takes away what was just granted.
-                    match service.store().get_request(&job.request_id).await? {
-                        Some(fresh) => r = fresh,
-                        None => return Ok("stale"),
+                    Err(StoreError::Conflict) => {
+                        // Revoked meanwhile, most likely: reload and record the grant so the
+                        // revocation takes away what was just granted.
+                        match service.store().get_request(&job.request_id).await? {
+                            Some(fresh) => {
+                                started = match fresh.state {
+                                    State::Approved => {
+                                        fresh.apply(Action::StartProvision, now_ms()).ok()
+                                    }
+                                    _ => None,
+                                };
+                                r = started.as_ref().map_or(fresh, |t| t.request.clone());
+                            }
+                            None => return Ok("stale"),
+                        }
                     }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             Err(e) => {
                 tracing::error!(request = %r.id, error = %e, "provision result could not be recorded");
                 service.store().complete_job(job).await?;

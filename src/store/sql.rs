@@ -1,5 +1,7 @@
 //! The SQL both databases share (`$N` placeholders work on both), on sqlx's `Any` driver.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::AnyPool;
@@ -18,9 +20,117 @@ use crate::domain::{Event, JobKind, JobSpec, Millis, PluginRef, Request, State, 
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Where write transactions run. SQLite has one writer at a time: a pool of one
+    /// connection queues writers in order (instead of spinning in SQLite's busy handler, which
+    /// sleeps in growing steps) and keeps that connection's page cache warm. PostgreSQL writes
+    /// through the main pool.
+    writer: AnyPool,
+    /// The audit chain's head as this process last wrote it (checked on every append).
+    head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
-type Tx = Transaction<'static, Any>;
+/// One multi-row INSERT of audit records.
+async fn insert_events(tx: &mut Tx, records: &[AuditRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO audit_events (seq, at, actor, action, subject, before, after, channel, request_id, plugin, prev_hash, hash) VALUES ",
+    );
+    for i in 0..records.len() {
+        let b = i * 12;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(
+            &(1..=12)
+                .map(|k| format!("${}", b + k))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sql.push(')');
+    }
+    let mut q = sqlx::query(&sql);
+    for rec in records {
+        let plugin = match &rec.plugin {
+            Some(p) => Some(serde_json::to_string(p).map_err(|e| corrupt("plugin", e))?),
+            None => None,
+        };
+        q = q
+            .bind(rec.seq)
+            .bind(rec.at)
+            .bind(rec.actor.clone())
+            .bind(rec.action.clone())
+            .bind(rec.subject.clone())
+            .bind(rec.before.to_string())
+            .bind(rec.after.to_string())
+            .bind(rec.channel.clone())
+            .bind(rec.request_id.clone())
+            .bind(plugin)
+            .bind(rec.prev_hash.clone())
+            .bind(rec.hash.clone());
+    }
+    q.execute(tx.conn()).await?;
+    Ok(())
+}
+
+/// The records `events` become when appended after `(seq, hash)`.
+fn chain_records(
+    events: &[Event],
+    ctx: &WriteCtx,
+    mut seq: i64,
+    hash: &str,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut prev = hash.to_owned();
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let mut rec = AuditRecord {
+            seq,
+            at: e.at,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            subject: e.subject.clone(),
+            before: e.before.clone(),
+            after: e.after.clone(),
+            channel: e.channel.as_str().to_owned(),
+            request_id: ctx.request_id.clone(),
+            plugin: e.plugin.clone(),
+            prev_hash: prev,
+            hash: String::new(),
+        };
+        rec.hash = chain_hash(&rec.prev_hash, &rec.canonical());
+        prev = rec.hash.clone();
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// A write transaction. The audit head it moved is cached once it commits.
+struct Tx {
+    tx: Transaction<'static, Any>,
+    head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    moved_head: Option<(i64, String)>,
+}
+
+impl Tx {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if let Some(h) = self.moved_head {
+            *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        }
+        Ok(())
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -30,15 +140,18 @@ impl SqlStore {
     /// Connect and migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, pool) = if url.starts_with("sqlite:") {
+        let (backend, pool, writer) = if url.starts_with("sqlite:") {
             let url = sqlite::normalise_url(url)?;
-            let pool = sqlite::pool_options(max_connections).connect(&url).await?;
-            sqlite::MIGRATOR.run(&pool).await?;
-            (Backend::Sqlite, pool)
+            let writer = sqlite::pool_options(1).connect(&url).await?;
+            sqlite::MIGRATOR.run(&writer).await?;
+            let pool = sqlite::pool_options(max_connections.min(4))
+                .connect(&url)
+                .await?;
+            (Backend::Sqlite, pool, writer)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = postgres::pool_options(max_connections).connect(url).await?;
             postgres::MIGRATOR.run(&pool).await?;
-            (Backend::Postgres, pool)
+            (Backend::Postgres, pool.clone(), pool)
         } else {
             return Err(StoreError::Db(sqlx::Error::Configuration(
                 format!(
@@ -48,11 +161,17 @@ impl SqlStore {
                 .into(),
             )));
         };
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore {
+            pool,
+            backend,
+            writer,
+            head: Arc::new(std::sync::Mutex::new(None)),
+        })
     }
 
     /// Close the pool.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -61,7 +180,11 @@ impl SqlStore {
             Backend::Sqlite => sqlite::BEGIN_WRITE,
             Backend::Postgres => postgres::BEGIN_WRITE,
         };
-        Ok(self.pool.begin_with(begin).await?)
+        Ok(Tx {
+            tx: self.writer.begin_with(begin).await?,
+            head: self.head.clone(),
+            moved_head: None,
+        })
     }
 
     fn lock_for_update(&self) -> &'static str {
@@ -72,6 +195,12 @@ impl SqlStore {
     }
 
     /// Append events to the chain inside `tx`.
+    ///
+    /// The head is cached (as of this process's last committed append). SQLite: a trigger moves
+    /// the head with every insert, and a stale cache shows as a primary-key conflict on `seq`.
+    /// PostgreSQL: the head moves with `UPDATE ... WHERE seq = cached`, which fails when another
+    /// replica moved it first. Either way the head is then read (under a row lock on
+    /// PostgreSQL) and the append redone.
     async fn append_in(
         &self,
         tx: &mut Tx,
@@ -81,60 +210,62 @@ impl SqlStore {
         if events.is_empty() {
             return Ok(());
         }
+        let cached = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((seq, hash)) = cached {
+            let recs = chain_records(events, ctx, seq, &hash)?;
+            let last = recs.last().map(|r| (r.seq, r.hash.clone()));
+            let appended = match self.backend {
+                Backend::Sqlite => match insert_events(tx, &recs).await {
+                    Ok(()) => true,
+                    Err(StoreError::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                        false
+                    }
+                    Err(e) => return Err(e),
+                },
+                Backend::Postgres => {
+                    let (new_seq, new_hash) = last.clone().unwrap_or((seq, hash.clone()));
+                    let moved = sqlx::query(
+                        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4",
+                    )
+                    .bind(new_seq)
+                    .bind(&new_hash)
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(tx.conn())
+                    .await?
+                    .rows_affected();
+                    if moved == 1 {
+                        insert_events(tx, &recs).await?;
+                    }
+                    moved == 1
+                }
+            };
+            if appended {
+                tx.moved_head = last;
+                return Ok(());
+            }
+        }
         let head = sqlx::query(&format!(
             "SELECT seq, hash FROM audit_head WHERE id = 1{}",
             self.lock_for_update()
         ))
-        .fetch_one(&mut **tx)
+        .fetch_one(tx.conn())
         .await?;
-        let mut seq: i64 = head.try_get("seq")?;
-        let mut prev: String = head.try_get("hash")?;
-        for e in events {
-            seq += 1;
-            let mut rec = AuditRecord {
-                seq,
-                at: e.at,
-                actor: e.actor.clone(),
-                action: e.action.clone(),
-                subject: e.subject.clone(),
-                before: e.before.clone(),
-                after: e.after.clone(),
-                channel: e.channel.as_str().to_owned(),
-                request_id: ctx.request_id.clone(),
-                plugin: e.plugin.clone(),
-                prev_hash: prev.clone(),
-                hash: String::new(),
-            };
-            rec.hash = chain_hash(&rec.prev_hash, &rec.canonical());
-            let plugin = match &rec.plugin {
-                Some(p) => Some(serde_json::to_string(p).map_err(|e| corrupt("plugin", e))?),
-                None => None,
-            };
-            sqlx::query(
-                "INSERT INTO audit_events (seq, at, actor, action, subject, before, after, channel, request_id, plugin, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(rec.seq)
-            .bind(rec.at)
-            .bind(&rec.actor)
-            .bind(&rec.action)
-            .bind(&rec.subject)
-            .bind(rec.before.to_string())
-            .bind(rec.after.to_string())
-            .bind(&rec.channel)
-            .bind(&rec.request_id)
-            .bind(plugin)
-            .bind(&rec.prev_hash)
-            .bind(&rec.hash)
-            .execute(&mut **tx)
-            .await?;
-            prev = rec.hash;
+        let seq: i64 = head.try_get("seq")?;
+        let hash: String = head.try_get("hash")?;
+        let recs = chain_records(events, ctx, seq, &hash)?;
+        let last = recs.last().map(|r| (r.seq, r.hash.clone()));
+        if self.backend == Backend::Postgres
+            && let Some((s, h)) = &last
+        {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(*s)
+                .bind(h)
+                .execute(tx.conn())
+                .await?;
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut **tx)
-            .await?;
+        insert_events(tx, &recs).await?;
+        tx.moved_head = last;
         Ok(())
     }
 
@@ -144,19 +275,50 @@ impl SqlStore {
         jobs: &[JobSpec],
         now: Millis,
     ) -> Result<(), StoreError> {
+        // One row per (kind, request): PostgreSQL refuses to upsert the same row twice in one
+        // statement, and the latest wish wins anyway.
+        let mut unique: Vec<&JobSpec> = Vec::with_capacity(jobs.len());
         for j in jobs {
-            sqlx::query(
-                "INSERT INTO jobs (kind, request_id, run_at, attempts, generation, created_at) VALUES ($1, $2, $3, 0, 0, $4) \
-                 ON CONFLICT (kind, request_id) DO UPDATE SET run_at = excluded.run_at, attempts = 0, last_error = NULL, \
-                 generation = jobs.generation + 1",
-            )
-            .bind(j.kind.as_str())
-            .bind(&j.request_id)
-            .bind(j.run_at)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            match unique
+                .iter_mut()
+                .find(|u| u.kind == j.kind && u.request_id == j.request_id)
+            {
+                Some(u) => *u = j,
+                None => unique.push(j),
+            }
         }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from(
+            "INSERT INTO jobs (kind, request_id, run_at, attempts, generation, created_at) VALUES ",
+        );
+        for i in 0..unique.len() {
+            let b = i * 4;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, 0, 0, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (kind, request_id) DO UPDATE SET run_at = excluded.run_at, attempts = 0, \
+             last_error = NULL, generation = jobs.generation + 1",
+        );
+        let mut q = sqlx::query(&sql);
+        for j in unique {
+            q = q
+                .bind(j.kind.as_str())
+                .bind(j.request_id.clone())
+                .bind(j.run_at)
+                .bind(now);
+        }
+        q.execute(tx.conn()).await?;
         Ok(())
     }
 
@@ -166,13 +328,13 @@ impl SqlStore {
         let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND generation = $2")
             .bind(job.id)
             .bind(job.generation)
-            .execute(&mut **tx)
+            .execute(tx.conn())
             .await?
             .rows_affected();
         if deleted == 0 {
             sqlx::query("UPDATE jobs SET locked_by = NULL, locked_until = NULL WHERE id = $1")
                 .bind(job.id)
-                .execute(&mut **tx)
+                .execute(tx.conn())
                 .await?;
         }
         Ok(())
@@ -332,10 +494,11 @@ impl Store for SqlStore {
         .bind(c.revoke_pending)
         .bind(r.version)
         .bind(&c.body)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?;
-        self.append_in(&mut tx, &t.events, ctx).await?;
         self.enqueue_in(&mut tx, &t.jobs, r.updated_at).await?;
+        // Last: on PostgreSQL the audit head's row lock serialises writers until COMMIT.
+        self.append_in(&mut tx, &t.events, ctx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -363,18 +526,19 @@ impl Store for SqlStore {
         .bind(&c.body)
         .bind(&r.id)
         .bind(expected)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?
         .rows_affected();
         if n == 0 {
             tx.rollback().await?;
             return Err(StoreError::Conflict);
         }
-        self.append_in(&mut tx, &t.events, ctx).await?;
         self.enqueue_in(&mut tx, &t.jobs, r.updated_at).await?;
         if let Some(job) = done {
             self.finish_job_in(&mut tx, job).await?;
         }
+        // Last: on PostgreSQL the audit head's row lock serialises writers until COMMIT.
+        self.append_in(&mut tx, &t.events, ctx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -518,7 +682,7 @@ impl Store for SqlStore {
             .bind(now.saturating_add(lease_ms))
             .bind(now)
             .bind(i64::from(limit.max(1)))
-            .fetch_all(&mut *tx)
+            .fetch_all(tx.conn())
             .await?;
         tx.commit().await?;
         let mut jobs: Vec<Job> = rows.iter().map(job_from).collect::<Result<_, _>>()?;
@@ -560,14 +724,14 @@ impl Store for SqlStore {
         .bind(error)
         .bind(job.id)
         .bind(job.generation)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?
         .rows_affected();
         if n == 0 {
             // Re-enqueued meanwhile: release it so the newer generation runs as scheduled.
             sqlx::query("UPDATE jobs SET locked_by = NULL, locked_until = NULL WHERE id = $1")
                 .bind(job.id)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
         }
         tx.commit().await?;
