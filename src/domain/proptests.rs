@@ -214,6 +214,13 @@ proptest! {
                 prop_assert!(!ever_final && !ever_revoked);
                 prop_assert!(req.is_active_at(now), "active at {now} but grant {:?}", req.grant);
             }
+            // Time-driven moves happen only when due.
+            if req.state == State::TimedOut && before.state == State::Pending {
+                prop_assert!(now >= req.pending_until);
+            }
+            if req.state == State::Expired && before.state == State::Active {
+                prop_assert!(req.grant.as_ref().is_some_and(|g| now >= g.expires_at));
+            }
             // A final state is final.
             if before.state.is_final() {
                 prop_assert_eq!(before.state, req.state);
