@@ -66,6 +66,7 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     jobs: RawJobs,
+    aws: Option<RawAws>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
@@ -121,6 +122,17 @@ struct RawJobs {
     concurrency: Option<u32>,
     provision_attempts: Option<u32>,
     retry_max: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    access_key_id_secret: Option<String>,
+    secret_access_key_secret: Option<String>,
+    session_token_secret: Option<String>,
+    max_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -194,6 +206,23 @@ pub struct DatabaseConfig {
     pub url: Secret,
     /// Pool size.
     pub max_connections: u32,
+}
+
+/// Sallyport's own AWS access (`[aws]`): what backs the plugins' `aws` capability.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// Region; default from the standard chain.
+    pub region: Option<String>,
+    /// Endpoint override (an emulator, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+    /// Secret holding the access key id; without it, the standard credential chain is used.
+    pub access_key_id_secret: Option<String>,
+    /// Secret holding the secret access key.
+    pub secret_access_key_secret: Option<String>,
+    /// Secret holding a session token.
+    pub session_token_secret: Option<String>,
+    /// Attempts per call (throttling and transient errors are retried with backoff).
+    pub max_attempts: u32,
 }
 
 /// Job queue settings.
@@ -276,6 +305,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Jobs.
     pub jobs: JobsConfig,
+    /// AWS, when configured.
+    pub aws: Option<AwsConfig>,
     /// Secrets, resolved.
     pub secrets: SecretStore,
     /// Static users.
@@ -485,6 +516,47 @@ impl Config {
             secrets.insert(name.clone(), value);
         }
 
+        // [aws]
+        let aws = raw.aws.map(|a| {
+            for (field, name) in [
+                ("access_key_id_secret", &a.access_key_id_secret),
+                ("secret_access_key_secret", &a.secret_access_key_secret),
+                ("session_token_secret", &a.session_token_secret),
+            ] {
+                if let Some(n) = name
+                    && !raw.secrets.contains_key(n)
+                {
+                    problem(
+                        format!("aws.{field}"),
+                        format!("secret `{n}` is not defined under [secrets]"),
+                    );
+                }
+            }
+            if a.access_key_id_secret.is_some() != a.secret_access_key_secret.is_some() {
+                problem(
+                    "aws".into(),
+                    "give both access_key_id_secret and secret_access_key_secret, or neither (to use the standard credential chain)".into(),
+                );
+            }
+            if let Some(u) = &a.endpoint_url
+                && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                problem("aws.endpoint_url".into(), format!("`{u}` is not an http(s) URL"));
+            }
+            let max_attempts = a.max_attempts.unwrap_or(5);
+            if !(1..=20).contains(&max_attempts) {
+                problem("aws.max_attempts".into(), "must be between 1 and 20".into());
+            }
+            AwsConfig {
+                region: a.region,
+                endpoint_url: a.endpoint_url,
+                access_key_id_secret: a.access_key_id_secret,
+                secret_access_key_secret: a.secret_access_key_secret,
+                session_token_secret: a.session_token_secret,
+                max_attempts,
+            }
+        });
+
         // [plugins]
         let mut plugin_capabilities = BTreeMap::new();
         for (name, caps) in raw.plugins.capabilities {
@@ -659,6 +731,7 @@ impl Config {
                 provision_attempts: raw.jobs.provision_attempts.unwrap_or(5).clamp(1, 100),
                 retry_max_ms: i64::try_from(retry_max).unwrap_or(300) * 1000,
             },
+            aws,
             secrets,
             users,
             entitlements,

@@ -70,6 +70,7 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod http;

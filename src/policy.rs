@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use crate::cloud::aws::AwsCloud;
 use crate::config::{Config, EntitlementConfig, Problem, Problems};
 use crate::domain::Principal;
 use crate::plugin::{
-    BUILTINS, Manifest, Plugin, PluginHost, ValidateFailure, World, format_setting_errors,
+    BUILTINS, Manifest, Plugin, PluginHost, Services, ValidateFailure, World, format_setting_errors,
 };
 
 /// What a principal may do beyond requesting and reviewing.
@@ -33,6 +36,23 @@ impl Policy {
     pub async fn build(config: Config, host: &PluginHost) -> Result<Policy, Problems> {
         let mut problems = Vec::new();
         let mut plugins = BTreeMap::new();
+        let aws = match &config.aws {
+            None => None,
+            Some(a) => match AwsCloud::new(a, &config.secrets).await {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    problems.push(Problem {
+                        path: "aws".into(),
+                        message: e,
+                    });
+                    None
+                }
+            },
+        };
+        let services = Services {
+            secrets: config.secrets.clone(),
+            aws,
+        };
         let mut load = |manifest_text: &str, bytes: &[u8], origin: &str| {
             let mut m = match Manifest::parse(manifest_text) {
                 Ok(m) => m,
@@ -57,7 +77,7 @@ impl Policy {
             if let Some(extra) = config.plugin_capabilities.get(&m.name) {
                 m.capabilities.merge(extra);
             }
-            match host.load(m, bytes, &config.secrets) {
+            match host.load_with(m, bytes, &services) {
                 Ok(p) => {
                     plugins.insert(p.identity().name.clone(), p);
                 }

@@ -56,6 +56,15 @@ pub enum ServiceError {
     /// Not signed in, or the token is unusable.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller holds no active grant to mint credentials from.
+    #[error("{0}")]
+    NoActiveGrant(String),
+    /// The connector hands out no credentials for this entitlement.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// The connector failed.
+    #[error("{0}")]
+    Connector(String),
     /// The database failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
@@ -71,6 +80,9 @@ impl ServiceError {
             ServiceError::Invalid { .. } => "invalid_input",
             ServiceError::Conflict => "conflict",
             ServiceError::Unauthenticated(_) => "unauthenticated",
+            ServiceError::NoActiveGrant(_) => "no_active_grant",
+            ServiceError::NoCredentials(_) => "no_credentials",
+            ServiceError::Connector(_) => "connector_failed",
             ServiceError::Store(_) => "internal",
         }
     }
@@ -713,6 +725,126 @@ impl Service {
         };
         self.inner.store.append_events(&[event], ctx).await?;
         Ok(())
+    }
+}
+
+/// Whose credentials: the caller's active grant of an entitlement, or one request.
+#[derive(Debug, Clone)]
+pub enum CredentialsFor {
+    /// The caller's (latest) active grant of this entitlement.
+    Entitlement(String),
+    /// This request (the caller's own).
+    Request(String),
+}
+
+impl Service {
+    /// Mint credentials for the caller's active grant. They are returned once and never stored;
+    /// the audit log records who minted which key and until when.
+    pub async fn credentials(
+        &self,
+        caller: &Caller,
+        target: CredentialsFor,
+        ctx: &WriteCtx,
+    ) -> Result<(Request, plugin::Credentials), ServiceError> {
+        let now = now_ms();
+        let r = match &target {
+            CredentialsFor::Request(id) => {
+                let r = self.get(caller, id).await?;
+                if r.requester.id != caller.principal.id {
+                    return Err(ServiceError::Forbidden(
+                        "only the holder of a grant can mint its credentials".into(),
+                    ));
+                }
+                if !r.is_active_at(now) {
+                    return Err(ServiceError::NoActiveGrant(format!(
+                        "request {id} is {}, not active: it gives no credentials",
+                        r.state
+                    )));
+                }
+                r
+            }
+            CredentialsFor::Entitlement(ent) => {
+                let policy = self.policy();
+                if policy.entitlement(ent).is_none() {
+                    return Err(ServiceError::NotFound(format!("no entitlement `{ent}`")));
+                }
+                let list = self
+                    .inner
+                    .store
+                    .list_requests(&RequestFilter {
+                        states: vec![State::Active],
+                        requester: Some(caller.principal.id.clone()),
+                        entitlement: Some(ent.clone()),
+                        before: None,
+                        limit: 20,
+                    })
+                    .await?;
+                list.into_iter()
+                    .filter(|r| r.is_active_at(now))
+                    .max_by_key(|r| r.grant.as_ref().map_or(0, |g| g.expires_at))
+                    .ok_or_else(|| {
+                        ServiceError::NoActiveGrant(format!(
+                            "you have no active grant of `{ent}`; request it with `sallyport request {ent} --reason TEXT --wait` (or `sallyport creds {ent} --request --reason TEXT`)"
+                        ))
+                    })?
+            }
+        };
+        let Some(grant) = r.grant.clone() else {
+            return Err(ServiceError::NoActiveGrant(
+                "the request holds no grant".into(),
+            ));
+        };
+        let policy = self.policy();
+        let ent = policy.entitlement(&r.entitlement).ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "entitlement `{}` is no longer configured",
+                r.entitlement
+            ))
+        })?;
+        let plugin = policy.plugin(&ent.connector.plugin).ok_or_else(|| {
+            ServiceError::Connector(format!(
+                "connector plugin `{}` is not loaded",
+                ent.connector.plugin
+            ))
+        })?;
+        let req = plugin::CredentialsRequest {
+            request: plugin_request(&r),
+            settings: ent.connector.settings.clone(),
+            handle: grant.handle.to_string(),
+            expires_at: grant.expires_at,
+            now,
+        };
+        let creds = plugin.credentials(&req).await.map_err(|f| match f {
+            plugin::ConnectorFailure::Connector {
+                error: plugin::ConnectorError::Unsupported(m),
+                ..
+            } => ServiceError::NoCredentials(format!(
+                "`{}` hands out no credentials: {m}",
+                r.entitlement
+            )),
+            other => {
+                if let plugin::ConnectorFailure::Plugin(pe) = &other {
+                    self.inner.metrics.plugin_error(pe.code());
+                }
+                ServiceError::Connector(format!("minting credentials failed: {other}"))
+            }
+        })?;
+        let (kind, key, expiration) = match &creds.0 {
+            plugin::CredentialSet::Aws(c) => ("aws", Some(c.access_key_id.clone()), c.expiration),
+            plugin::CredentialSet::Generic(g) => ("generic", None, g.expiration),
+        };
+        let event = Event {
+            at: now,
+            actor: caller.principal.actor(),
+            action: "credentials.issued".into(),
+            subject: r.id.clone(),
+            before: json!({ "state": r.state }),
+            after: json!({ "state": r.state, "kind": kind, "access_key_id": key, "expiration": expiration }),
+            channel: Channel::Api,
+            plugin: Some(plugin_ref(plugin.identity())),
+        };
+        self.inner.store.append_events(&[event], ctx).await?;
+        Ok((r, creds))
     }
 }
 

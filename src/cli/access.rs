@@ -35,7 +35,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> Result<Client, String> {
+    pub(super) fn client(&self) -> Result<Client, String> {
         let token = match &self.token {
             Some(t) => Some(t.clone()),
             None => client::load_token(&self.server, &self.profile)?.map(|t| t.token),
@@ -43,7 +43,7 @@ impl Conn {
         Client::new(&self.server, token)
     }
 
-    fn signed_in(&self) -> Result<Client, String> {
+    pub(super) fn signed_in(&self) -> Result<Client, String> {
         let c = self.client()?;
         if self.token.is_none() && client::load_token(&self.server, &self.profile)?.is_none() {
             return Err(format!(
@@ -385,7 +385,12 @@ fn outcome_code(state: &str) -> Option<u8> {
 }
 
 /// Poll a request until it is decided and active (or final), showing progress on stderr.
-async fn wait_for(c: &Client, id: &str, timeout: Duration, output: Output) -> (u8, Option<Value>) {
+pub(super) async fn wait_for(
+    c: &Client,
+    id: &str,
+    timeout: Duration,
+    output: Output,
+) -> (u8, Option<Value>) {
     let tty = std::io::stderr().is_terminal() && output == Output::Text;
     let started = Instant::now();
     let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -633,6 +638,11 @@ pub async fn act(conn: &Conn, id: &str, what: &str, body: Value, output: Output)
         .await
     {
         Ok(v) => {
+            if what == "end"
+                && let Some(ent) = v["entitlement"].as_str()
+            {
+                super::aws_cmd::forget(conn, ent);
+            }
             match output {
                 Output::Json => print_json(&v),
                 Output::Text => {

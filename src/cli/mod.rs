@@ -3,6 +3,7 @@
 //! server through its JSON API. Every command that prints accepts `--output json`.
 
 mod access;
+mod aws_cmd;
 mod client;
 mod dev;
 mod plugin_cmd;
@@ -156,6 +157,44 @@ enum Command {
         reason: String,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+    },
+    /// Print AWS `credential_process` JSON for your active grant (cached, 0600, refreshed
+    /// before expiry). With --request --reason it requests access first when there is none.
+    Creds {
+        /// The entitlement, e.g. `aws/prod/admin`.
+        entitlement: String,
+        #[command(flatten)]
+        ask: aws_cmd::RequestOpts,
+    },
+    /// Run a command with the `AWS_*` variables of your active grant.
+    Exec {
+        /// The entitlement.
+        entitlement: String,
+        #[command(flatten)]
+        ask: aws_cmd::RequestOpts,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print `export AWS_...` lines for a shell: `eval "$(sallyport env ENT)"`.
+    Env {
+        /// The entitlement.
+        entitlement: String,
+        #[command(flatten)]
+        ask: aws_cmd::RequestOpts,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print (or with --write, merge into ~/.aws/config) profiles that use `credential_process`.
+    AwsConfig {
+        /// The entitlements.
+        entitlements: Vec<String>,
+        /// A region for the profiles.
+        #[arg(long)]
+        region: Option<String>,
+        /// Merge into `$AWS_CONFIG_FILE` (default ~/.aws/config), replacing these profiles only.
+        #[arg(long)]
+        write: bool,
     },
     /// End your active grant now.
     Done {
@@ -362,6 +401,22 @@ async fn run(cli: Cli) -> u8 {
             access::act(&conn, &id, "revoke", json!({ "reason": reason }), output).await
         }
         Command::Done { id, output } => access::act(&conn, &id, "end", json!({}), output).await,
+        Command::Creds { entitlement, ask } => aws_cmd::creds(&conn, &entitlement, &ask).await,
+        Command::Exec {
+            entitlement,
+            ask,
+            command,
+        } => aws_cmd::exec(&conn, &entitlement, &ask, &command).await,
+        Command::Env {
+            entitlement,
+            ask,
+            output,
+        } => aws_cmd::env(&conn, &entitlement, &ask, output).await,
+        Command::AwsConfig {
+            entitlements,
+            region,
+            write,
+        } => aws_cmd::aws_config(&conn, &entitlements, region.as_deref(), write),
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{AppState, openapi, views};
 use crate::domain::{Channel, Millis, State as ReqState, Verdict, parse_duration};
-use crate::service::{Caller, CreateInput, ListQuery, ListScope, now_ms};
+use crate::service::{Caller, CreateInput, CredentialsFor, ListQuery, ListScope, now_ms};
 use crate::store::{AuditFilter, WriteCtx};
 
 /// Every route of the API, as `(method, path)`: the OpenAPI document must list exactly these.
@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/requests/{id}/revoke"),
     ("post", "/api/v1/requests/{id}/end"),
     ("get", "/api/v1/grants"),
+    ("post", "/api/v1/credentials"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
@@ -52,6 +53,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/requests/{id}/revoke", post(revoke))
         .route("/api/v1/requests/{id}/end", post(end))
         .route("/api/v1/grants", get(grants))
+        .route("/api/v1/credentials", post(credentials))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/tokens", get(tokens))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
@@ -443,6 +445,54 @@ async fn grants(
         .map(|r| views::request(r, &caller, now))
         .collect();
     Ok(Json(json!({ "grants": grants })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    entitlement: Option<String>,
+    request_id: Option<String>,
+}
+
+async fn credentials(
+    State(st): State<AppState>,
+    caller: Caller,
+    ctx: WriteCtx,
+    ApiJson(body): ApiJson<CredentialsBody>,
+) -> Result<Response, ApiError> {
+    let target = match (body.entitlement, body.request_id) {
+        (Some(e), None) => CredentialsFor::Entitlement(e),
+        (None, Some(r)) => CredentialsFor::Request(r),
+        _ => {
+            return Err(ApiError::invalid(
+                "give `entitlement` or `request_id` (one of them)",
+            ));
+        }
+    };
+    let (r, creds) = st.service.credentials(&caller, target, &ctx).await?;
+    let grant_end = r.grant.as_ref().map(|g| g.expires_at).unwrap_or_default();
+    let body = match creds.0 {
+        crate::plugin::CredentialSet::Aws(c) => json!({
+            "type": "aws",
+            "access_key_id": c.access_key_id,
+            "secret_access_key": c.secret_access_key,
+            "session_token": c.session_token,
+            "expiration": views::time(c.expiration),
+            "request_id": r.id,
+            "entitlement": r.entitlement,
+            "grant_expires_at": views::time(grant_end),
+        }),
+        crate::plugin::CredentialSet::Generic(g) => json!({
+            "type": "generic",
+            "values": g.values.iter().map(|kv| (kv.key.clone(), Value::String(kv.value.clone()))).collect::<serde_json::Map<_, _>>(),
+            "expiration": views::time(g.expiration),
+            "request_id": r.id,
+            "entitlement": r.entitlement,
+            "grant_expires_at": views::time(grant_end),
+        }),
+    };
+    // Secrets: never cached anywhere on the way.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -68,6 +68,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ServiceError::Conflict => StatusCode::CONFLICT,
             ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::NoActiveGrant(_) => StatusCode::NOT_FOUND,
+            ServiceError::NoCredentials(_) => StatusCode::CONFLICT,
+            ServiceError::Connector(_) => StatusCode::BAD_GATEWAY,
             ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {

@@ -14,6 +14,7 @@ fn error_responses(codes: &[u16]) -> Value {
             409 => "Not possible in the request's current state, or a concurrent change",
             413 => "Body too large",
             415 => "Body is not JSON",
+            502 => "The connector failed",
             _ => "Error",
         };
         m.insert(
@@ -167,6 +168,24 @@ pub fn document() -> Value {
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 100 } }
                 ],
                 "responses": with_errors(json!({ "200": ok("Grants", json!({ "type": "object", "properties": { "grants": { "type": "array", "items": request_ref() } } })) }), &[400, 401])
+            } },
+            "/api/v1/credentials": { "post": {
+                "summary": "Mint credentials for the caller's active grant (AWS STS keys for aws-sts); returned once, never stored",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "entitlement": { "type": "string" }, "request_id": { "type": "string" } },
+                    "description": "exactly one of entitlement (your latest active grant of it) or request_id"
+                } } } },
+                "responses": with_errors(json!({ "200": ok("Credentials, expiring no later than the grant", json!({
+                    "type": "object",
+                    "properties": {
+                        "type": { "type": "string", "enum": ["aws", "generic"] },
+                        "access_key_id": { "type": "string" }, "secret_access_key": { "type": "string" }, "session_token": { "type": "string" },
+                        "expiration": { "type": "string", "format": "date-time" },
+                        "request_id": { "type": "string" }, "entitlement": { "type": "string" },
+                        "grant_expires_at": { "type": "string", "format": "date-time" }
+                    }
+                })) }), &[400, 401, 403, 404, 409, 502])
             } },
             "/api/v1/audit": { "get": {
                 "summary": "The audit log in chain order (auditors and admins)",

@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::domain::{Action, DomainError, JobKind, RevokeReason, State};
+use crate::domain::{Action, DomainError, JobKind, Request, RevokeReason, State};
 use crate::plugin::{self, ConnectorFailure};
 use crate::service::{Service, now_ms, plugin_ref, plugin_request};
 use crate::store::{Job, StoreError, WriteCtx};
@@ -167,8 +167,8 @@ async fn run_with_lease(service: &Service, cfg: &WorkerConfig, job: Job) {
 async fn run_job(service: &Service, cfg: &WorkerConfig, job: &Job) {
     let kind = job.kind.as_str();
     let outcome = match job.kind {
-        JobKind::Timeout => simple(service, job, Action::TimeOut).await,
-        JobKind::Expire => simple(service, job, Action::Expire).await,
+        JobKind::Timeout => simple(service, cfg, job, Action::TimeOut).await,
+        JobKind::Expire => simple(service, cfg, job, Action::Expire).await,
         JobKind::Provision => provision(service, cfg, job).await,
         JobKind::Revoke => revoke(service, cfg, job).await,
     };
@@ -190,7 +190,12 @@ fn ctx() -> WriteCtx {
 }
 
 /// Apply a time-driven action; stale or early jobs are completed or rescheduled.
-async fn simple(service: &Service, job: &Job, action: Action) -> Result<&'static str, StoreError> {
+async fn simple(
+    service: &Service,
+    cfg: &WorkerConfig,
+    job: &Job,
+    action: Action,
+) -> Result<&'static str, StoreError> {
     for _ in 0..8 {
         let Some(r) = service.store().get_request(&job.request_id).await? else {
             service.store().complete_job(job).await?;
@@ -219,6 +224,13 @@ async fn simple(service: &Service, job: &Job, action: Action) -> Result<&'static
                     .retry_job(job, due.max(now + 1), "ran early")
                     .await?;
                 return Ok("early");
+            }
+            Err(_)
+                if job.kind == JobKind::Expire
+                    && matches!(r.state, State::Revoked | State::Ended)
+                    && r.grant.is_some() =>
+            {
+                return cleanup_at_end(service, cfg, job, &r).await;
             }
             Err(_) => {
                 service.store().complete_job(job).await?;
@@ -355,6 +367,110 @@ async fn provision(
     Err(StoreError::Conflict)
 }
 
+/// Call the entitlement's connector to take access away.
+async fn connector_revoke(
+    service: &Service,
+    r: &Request,
+    reason: RevokeReason,
+) -> Result<(), String> {
+    let policy = service.policy();
+    let Some(c) = policy
+        .entitlement(&r.entitlement)
+        .map(|e| e.connector.clone())
+    else {
+        return Err(format!(
+            "entitlement `{}` is no longer configured; restore it so the grant can be revoked",
+            r.entitlement
+        ));
+    };
+    let Some(p) = policy.plugin(&c.plugin) else {
+        return Err(format!("connector plugin `{}` is not loaded", c.plugin));
+    };
+    let handle = r
+        .grant
+        .as_ref()
+        .map_or_else(|| "{}".to_owned(), |g| g.handle.to_string());
+    let req = plugin::RevokeRequest {
+        request: plugin_request(r),
+        settings: c.settings.clone(),
+        handle,
+        reason: match reason {
+            RevokeReason::Expired => plugin::RevokeReason::Expired,
+            RevokeReason::Revoked => plugin::RevokeReason::Revoked,
+            RevokeReason::Ended => plugin::RevokeReason::Ended,
+            RevokeReason::Rollback => plugin::RevokeReason::Rollback,
+        },
+        now: now_ms(),
+    };
+    p.revoke(&req).await.map_err(|f| {
+        if let ConnectorFailure::Plugin(pe) = &f {
+            service.metrics().plugin_error(pe.code());
+        }
+        f.to_string()
+    })
+}
+
+/// Attempts at the end-of-grant clean-up before it is given up (it removes only leftovers, such
+/// as a deny policy written by an early revoke, which no longer matter once the grant has ended).
+const CLEANUP_ATTEMPTS: u32 = 10;
+
+/// At the natural end of a grant that was revoked or ended early, tell the connector once more
+/// (reason `expired`) so it can remove what the early revoke left behind.
+async fn cleanup_at_end(
+    service: &Service,
+    cfg: &WorkerConfig,
+    job: &Job,
+    r: &Request,
+) -> Result<&'static str, StoreError> {
+    let now = now_ms();
+    let Some(end) = r.grant.as_ref().map(|g| g.expires_at) else {
+        service.store().complete_job(job).await?;
+        return Ok("stale");
+    };
+    if now < end {
+        service.store().retry_job(job, end, "ran early").await?;
+        return Ok("early");
+    }
+    if r.revocation.as_ref().is_some_and(|v| v.done_at.is_none()) {
+        // The early revoke itself is still being retried: clean up after it.
+        service
+            .store()
+            .retry_job(
+                job,
+                now + cfg.retry_max_ms.max(1000),
+                "revocation still pending",
+            )
+            .await?;
+        return Ok("retry");
+    }
+    let (action, error) = match connector_revoke(service, r, RevokeReason::Expired).await {
+        Ok(()) => ("grant.cleaned_up", None),
+        Err(e) if job.attempts + 1 < CLEANUP_ATTEMPTS => {
+            let at = now_ms() + backoff_ms(job.attempts, cfg.retry_max_ms);
+            service.store().retry_job(job, at, &e).await?;
+            return Ok("retry");
+        }
+        Err(e) => ("grant.cleanup_failed", Some(e)),
+    };
+    let event = crate::domain::Event {
+        at: now,
+        actor: "system".into(),
+        action: action.into(),
+        subject: r.id.clone(),
+        before: serde_json::json!({ "state": r.state }),
+        after: serde_json::json!({ "state": r.state, "error": error }),
+        channel: crate::domain::Channel::System,
+        plugin: None,
+    };
+    service.store().append_events(&[event], &ctx()).await?;
+    service.store().complete_job(job).await?;
+    Ok(if error.is_none() {
+        "cleaned_up"
+    } else {
+        "failed"
+    })
+}
+
 async fn revoke(
     service: &Service,
     cfg: &WorkerConfig,
@@ -368,44 +484,7 @@ async fn revoke(
         service.store().complete_job(job).await?;
         return Ok("stale");
     };
-    let policy = service.policy();
-    let now = now_ms();
-    let outcome: Result<(), String> = match policy
-        .entitlement(&r.entitlement)
-        .map(|e| e.connector.clone())
-    {
-        None => Err(format!(
-            "entitlement `{}` is no longer configured; restore it so the grant can be revoked",
-            r.entitlement
-        )),
-        Some(c) => match policy.plugin(&c.plugin) {
-            None => Err(format!("connector plugin `{}` is not loaded", c.plugin)),
-            Some(p) => {
-                let handle = r
-                    .grant
-                    .as_ref()
-                    .map_or_else(|| "{}".to_owned(), |g| g.handle.to_string());
-                let req = plugin::RevokeRequest {
-                    request: plugin_request(&r),
-                    settings: c.settings.clone(),
-                    handle,
-                    reason: match rev.reason {
-                        RevokeReason::Expired => plugin::RevokeReason::Expired,
-                        RevokeReason::Revoked => plugin::RevokeReason::Revoked,
-                        RevokeReason::Ended => plugin::RevokeReason::Ended,
-                        RevokeReason::Rollback => plugin::RevokeReason::Rollback,
-                    },
-                    now,
-                };
-                p.revoke(&req).await.map_err(|f| {
-                    if let ConnectorFailure::Plugin(pe) = &f {
-                        service.metrics().plugin_error(pe.code());
-                    }
-                    f.to_string()
-                })
-            }
-        },
-    };
+    let outcome = connector_revoke(service, &r, rev.reason).await;
     let action = match &outcome {
         Ok(()) => Action::RevokeSucceeded,
         Err(e) => Action::RevokeFailed { error: e.clone() },

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::bindings::{aws, azure, http, log, types};
 use super::host::HostState;
-use super::manifest::OriginPattern;
+use super::manifest::{OriginPattern, arn_matches};
+use crate::cloud::aws::{AssumeRole, AwsCloud, AwsError as CloudAwsError, CallContext, IamTarget};
 use crate::secret::SecretStore;
 
 /// Facts about the call in progress that host capabilities may need.
@@ -18,6 +19,7 @@ pub(crate) struct CallInfo {
     pub plugin: String,
     pub deadline: Instant,
     pub http: Option<Arc<HttpCapability>>,
+    pub aws: Option<Arc<AwsCapability>>,
     pub log_lines: u32,
     /// The request being served (connector calls).
     pub request_id: Option<String>,
@@ -35,6 +37,7 @@ impl Default for CallInfo {
             plugin: String::new(),
             deadline: Instant::now(),
             http: None,
+            aws: None,
             log_lines: 0,
             request_id: None,
             requester: None,
@@ -316,61 +319,207 @@ fn no_azure<T>(call: &CallInfo) -> Result<T, azure::AzureError> {
     ))
 }
 
+/// The `aws` capability granted to one plugin: Sallyport's AWS clients and the ARNs the
+/// manifest allows.
+#[derive(Debug)]
+pub(crate) struct AwsCapability {
+    pub cloud: Arc<AwsCloud>,
+    pub arns: Vec<String>,
+}
+
+impl AwsCapability {
+    fn check(&self, arns: &[&str]) -> Result<(), aws::AwsError> {
+        for arn in arns {
+            if !self.arns.iter().any(|p| arn_matches(p, arn)) {
+                return Err(aws::AwsError::NotAllowed(format!(
+                    "{arn} is not among the ARNs this plugin's manifest allows"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_wit(e: CloudAwsError) -> aws::AwsError {
+    let t = e.to_string();
+    match e {
+        CloudAwsError::NotAvailable(_) => aws::AwsError::CapabilityNotAvailable(t),
+        CloudAwsError::NotAllowed(_) => aws::AwsError::NotAllowed(t),
+        CloudAwsError::AccessDenied(_) => aws::AwsError::AccessDenied(t),
+        CloudAwsError::NoSuchEntity(_) => aws::AwsError::NoSuchEntity(t),
+        CloudAwsError::InvalidInput(_) => aws::AwsError::InvalidInput(t),
+        CloudAwsError::LimitExceeded(_) => aws::AwsError::LimitExceeded(t),
+        CloudAwsError::Throttled(_) => aws::AwsError::Throttled(t),
+        CloudAwsError::Failed(_) => aws::AwsError::Failed(t),
+    }
+}
+
+/// Run a cloud call within what is left of the plugin call's deadline.
+async fn within<T>(
+    remaining: Duration,
+    fut: impl std::future::Future<Output = Result<T, CloudAwsError>>,
+) -> Result<T, aws::AwsError> {
+    match tokio::time::timeout(remaining, fut).await {
+        Ok(r) => r.map_err(to_wit),
+        Err(_) => Err(aws::AwsError::Failed(
+            "the AWS call did not finish before the plugin's deadline".into(),
+        )),
+    }
+}
+
+fn iam_target(t: &aws::IamTarget) -> IamTarget {
+    match t {
+        aws::IamTarget::Role(a) => IamTarget::Role(a.clone()),
+        aws::IamTarget::User(a) => IamTarget::User(a.clone()),
+        aws::IamTarget::Group(a) => IamTarget::Group(a.clone()),
+    }
+}
+
+impl HostState {
+    fn aws(&self) -> Result<Arc<AwsCapability>, aws::AwsError> {
+        match self.call.aws.clone() {
+            Some(a) => Ok(a),
+            None => no_aws(&self.call),
+        }
+    }
+
+    fn aws_context(&self) -> CallContext {
+        CallContext {
+            requester: self.call.requester.clone().unwrap_or_default(),
+            request_id: self.call.request_id.clone().unwrap_or_default(),
+            entitlement: self.call.entitlement.clone().unwrap_or_default(),
+            grant_end_ms: self.call.grant_expires_at,
+            now_ms: crate::service::now_ms(),
+        }
+    }
+}
+
 impl aws::Host for HostState {
     async fn assume_role(
         &mut self,
-        _req: aws::AssumeRoleRequest,
+        req: aws::AssumeRoleRequest,
     ) -> Result<types::AwsCredentials, aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        let mut arns = vec![req.role_arn.as_str()];
+        arns.extend(req.session_policy_arns.iter().map(String::as_str));
+        cap.check(&arns)?;
+        let ctx = self.aws_context();
+        let input = AssumeRole {
+            role_arn: req.role_arn.clone(),
+            duration_secs: req.duration_seconds,
+            session_policy: req.session_policy.clone(),
+            policy_arns: req.session_policy_arns.clone(),
+            tags: req
+                .tags
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
+                .collect(),
+        };
+        let c = within(self.call.remaining(), cap.cloud.assume_role(&ctx, &input)).await?;
+        tracing::info!(
+            plugin = %self.call.plugin,
+            request_id = %ctx.request_id,
+            role = %req.role_arn,
+            access_key_id = %c.access_key_id,
+            duration_secs = c.duration_secs,
+            "minted AWS credentials"
+        );
+        Ok(types::AwsCredentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: c.session_token,
+            expiration: c.expiration_ms,
+        })
     }
 
     async fn put_inline_policy(
         &mut self,
-        _target: aws::IamTarget,
-        _policy_name: String,
-        _policy_document: String,
+        target: aws::IamTarget,
+        policy_name: String,
+        policy_document: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        let t = iam_target(&target);
+        cap.check(&[t.arn()])?;
+        within(
+            self.call.remaining(),
+            cap.cloud
+                .put_inline_policy(&t, &policy_name, &policy_document),
+        )
+        .await
     }
 
     async fn delete_inline_policy(
         &mut self,
-        _target: aws::IamTarget,
-        _policy_name: String,
+        target: aws::IamTarget,
+        policy_name: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        let t = iam_target(&target);
+        cap.check(&[t.arn()])?;
+        within(
+            self.call.remaining(),
+            cap.cloud.delete_inline_policy(&t, &policy_name),
+        )
+        .await
     }
 
     async fn attach_managed_policy(
         &mut self,
-        _target: aws::IamTarget,
-        _policy_arn: String,
+        target: aws::IamTarget,
+        policy_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        let t = iam_target(&target);
+        cap.check(&[t.arn(), &policy_arn])?;
+        within(
+            self.call.remaining(),
+            cap.cloud.attach_policy(&t, &policy_arn),
+        )
+        .await
     }
 
     async fn detach_managed_policy(
         &mut self,
-        _target: aws::IamTarget,
-        _policy_arn: String,
+        target: aws::IamTarget,
+        policy_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        let t = iam_target(&target);
+        cap.check(&[t.arn(), &policy_arn])?;
+        within(
+            self.call.remaining(),
+            cap.cloud.detach_policy(&t, &policy_arn),
+        )
+        .await
     }
 
     async fn add_user_to_group(
         &mut self,
-        _user_arn: String,
-        _group_arn: String,
+        user_arn: String,
+        group_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        cap.check(&[&user_arn, &group_arn])?;
+        within(
+            self.call.remaining(),
+            cap.cloud.add_user_to_group(&user_arn, &group_arn),
+        )
+        .await
     }
 
     async fn remove_user_from_group(
         &mut self,
-        _user_arn: String,
-        _group_arn: String,
+        user_arn: String,
+        group_arn: String,
     ) -> Result<(), aws::AwsError> {
-        no_aws(&self.call)
+        let cap = self.aws()?;
+        cap.check(&[&user_arn, &group_arn])?;
+        within(
+            self.call.remaining(),
+            cap.cloud.remove_user_from_group(&user_arn, &group_arn),
+        )
+        .await
     }
 }
 

@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{approval, connector, policy, provisioner, types};
-use super::caps::{CallInfo, HttpCapability};
+use super::caps::{AwsCapability, CallInfo, HttpCapability};
 use super::manifest::{self, Manifest};
 use super::{
     ConnectorError, ConnectorFailure, CredentialSet, Credentials, CredentialsRequest, Decision,
@@ -24,6 +24,16 @@ use super::{
     Requirement, RevokeRequest, ValidateFailure, World,
 };
 use crate::secret::SecretStore;
+
+/// What the host lends plugins: secrets for `http` headers, and the cloud clients behind the
+/// `aws` capability.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Named secrets.
+    pub secrets: SecretStore,
+    /// Sallyport's AWS clients, when `[aws]` is configured.
+    pub aws: Option<Arc<crate::cloud::aws::AwsCloud>>,
+}
 
 /// Sizing of the sandbox.
 #[derive(Debug, Clone)]
@@ -177,15 +187,34 @@ impl PluginHost {
         inspect(&self.inner.engine, name, &component, hash)
     }
 
-    /// Load a plugin: compile, check imports against the manifest's grants, build its
-    /// `InstancePre`. `secrets` are the values the `http` capability may inject (only names the
-    /// manifest lists are reachable).
+    /// Load a plugin with no cloud capabilities behind it (see [`PluginHost::load_with`]).
     pub fn load(
         &self,
         manifest: Manifest,
         bytes: &[u8],
         secrets: &SecretStore,
     ) -> Result<Plugin, LoadError> {
+        self.load_with(
+            manifest,
+            bytes,
+            &Services {
+                secrets: secrets.clone(),
+                aws: None,
+            },
+        )
+    }
+
+    /// Load a plugin: compile, check imports against the manifest's grants, build its
+    /// `InstancePre`. `services.secrets` are the values the `http` capability may inject (only
+    /// names the manifest lists are reachable); `services.aws` backs the `aws` capability (when
+    /// absent, its calls answer `capability-not-available`).
+    pub fn load_with(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        services: &Services,
+    ) -> Result<Plugin, LoadError> {
+        let secrets = &services.secrets;
         let name = manifest.name.clone();
         let (component, hash) = self.compile(&name, bytes)?;
         let inspection = inspect(&self.inner.engine, &name, &component, hash)?;
@@ -271,6 +300,14 @@ impl PluginHost {
             ))
         });
 
+        let aws = match (&manifest.capabilities.aws, &services.aws) {
+            (Some(grant), Some(cloud)) => Some(Arc::new(AwsCapability {
+                cloud: cloud.clone(),
+                arns: grant.arns.clone(),
+            })),
+            _ => None,
+        };
+
         let identity = PluginIdentity {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
@@ -283,6 +320,7 @@ impl PluginHost {
                 inspection,
                 pre,
                 http,
+                aws,
                 host: self.inner.clone(),
             }),
         })
@@ -582,6 +620,7 @@ struct PluginInner {
     inspection: Inspection,
     pre: WorldPre,
     http: Option<Arc<HttpCapability>>,
+    aws: Option<Arc<AwsCapability>>,
     host: Arc<HostInner>,
 }
 
@@ -722,6 +761,7 @@ impl Plugin {
                 plugin: name.clone(),
                 deadline,
                 http: self.inner.http.clone(),
+                aws: self.inner.aws.clone(),
                 log_lines: 0,
                 ..call
             },

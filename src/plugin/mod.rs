@@ -34,7 +34,7 @@ pub use bindings::types::{
 };
 pub use builtin::{BUILTINS, Builtin};
 pub use error::{LoadError, PluginError};
-pub use host::{HostConfig, Inspection, Plugin, PluginHost};
+pub use host::{HostConfig, Inspection, Plugin, PluginHost, Services};
 pub use manifest::{Capabilities, Limits, Manifest};
 
 /// Paths of the test-only abuse guests (`plugins/testing/*`), for the test suite.

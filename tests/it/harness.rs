@@ -382,7 +382,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config_text: &str) -> Server {
-        let config = Config::parse(config_text, Path::new("."), ParseOptions::default())
+        Self::start_in(config_text, Path::new(".")).await
+    }
+
+    /// Start with relative paths in the configuration (secret files) resolved against `base`.
+    pub async fn start_in(config_text: &str, base: &Path) -> Server {
+        let config = Config::parse(config_text, base, ParseOptions::default())
             .unwrap_or_else(|p| panic!("test config: {p}"));
         let app = App::start(
             config,

@@ -1,5 +1,6 @@
 //! One integration-test binary; a module per suite.
 
+mod aws;
 mod crash;
 mod harness;
 mod lifecycle;

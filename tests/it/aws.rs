@@ -1,0 +1,653 @@
+//! AWS end to end: a real AWS API emulator (`moto_server`) driven by the real aws-sdk-rust inside
+//! Sallyport, the real `aws-sts` and `aws-iam` plugins, and the real AWS CLI reading credentials
+//! through `sallyport creds` as its `credential_process`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Db, Server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
+const ACCOUNT: &str = "123456789012";
+const T: Duration = Duration::from_secs(30);
+
+/// A moto server on a random loopback port.
+pub struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Start moto, or `None` when it is not installed (CI requires it with SALLYPORT_REQUIRE_AWS).
+pub async fn moto() -> Option<Moto> {
+    if !have("moto_server") || !have("aws") {
+        assert!(
+            std::env::var_os("SALLYPORT_REQUIRE_AWS").is_none(),
+            "SALLYPORT_REQUIRE_AWS is set but moto_server or aws is missing (pip install 'moto[server]' awscli)"
+        );
+        eprintln!("skipped: moto_server and the aws CLI are not installed");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let url = format!("http://127.0.0.1:{port}");
+    let m = Moto { child, url };
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{}/moto-api/", m.url)).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(start.elapsed() < T, "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(m)
+}
+
+/// An IAM client of the test itself, talking to moto directly.
+pub async fn iam(moto: &Moto) -> aws_sdk_iam::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(aws_sdk_iam::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_iam::Client::new(&conf)
+}
+
+const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":["sts:AssumeRole","sts:TagSession","sts:SetSourceIdentity"]}]}"#;
+
+/// Roles, a user, a group and a policy in moto.
+pub async fn seed(iam: &aws_sdk_iam::Client) {
+    for (role, max) in [("prod-admin", 3600), ("outside", 3600)] {
+        iam.create_role()
+            .role_name(role)
+            .assume_role_policy_document(TRUST)
+            .max_session_duration(max)
+            .send()
+            .await
+            .expect("create role");
+    }
+    iam.create_user()
+        .user_name("alice")
+        .send()
+        .await
+        .expect("user");
+    iam.create_group()
+        .group_name("oncall")
+        .send()
+        .await
+        .expect("group");
+    iam.create_policy()
+        .policy_name("ReadStuff")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:Get*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .expect("policy");
+}
+
+/// The Sallyport policy for these tests, with AWS pointed at moto; returns (text, base dir).
+pub fn config(db_url: &str, moto: &Moto) -> (String, PathBuf) {
+    let dir = tempfile::tempdir().expect("dir").keep();
+    std::fs::write(dir.join("aws-key"), "testing").expect("key");
+    std::fs::write(dir.join("aws-secret"), "testing").expect("secret");
+    let iam = |ent: &str, extra: &str| {
+        format!(
+            r#"
+[[entitlements]]
+id = "{ent}"
+max_duration = "2h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-iam"
+[entitlements.connector.settings]
+user_arn = "arn:aws:iam::{ACCOUNT}:user/{{{{requester.id}}}}"
+{extra}
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+"#
+        )
+    };
+    let sts = |ent: &str, role: &str| {
+        format!(
+            r#"
+[[entitlements]]
+id = "{ent}"
+max_duration = "4h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/{role}"
+tags = {{ team = "platform" }}
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+"#
+        )
+    };
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[database]
+url = "{db_url}"
+[auth]
+admin_users = ["root"]
+[jobs]
+lease = "5s"
+retry_max = "2s"
+[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+access_key_id_secret = "aws_key"
+secret_access_key_secret = "aws_secret"
+max_attempts = 2
+[secrets.aws_key]
+file = "aws-key"
+[secrets.aws_secret]
+file = "aws-secret"
+[plugins.capabilities.aws-sts.aws]
+arns = ["arn:aws:iam::{ACCOUNT}:role/prod-*"]
+[plugins.capabilities.aws-iam.aws]
+arns = ["arn:aws:iam::{ACCOUNT}:user/*", "arn:aws:iam::{ACCOUNT}:group/oncall", "arn:aws:iam::{ACCOUNT}:policy/ReadStuff"]
+[[users]]
+id = "alice"
+groups = ["eng"]
+[[users]]
+id = "root"
+{sts1}{sts2}{inline}{attach}{group}"#,
+        moto = moto.url,
+        sts1 = sts("aws/prod-admin", "prod-admin"),
+        sts2 = sts("aws/outside", "outside"),
+        inline = iam(
+            "aws/inline",
+            r#"inline_policy = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }] }"#
+        ),
+        attach = iam(
+            "aws/attach",
+            &format!(r#"attach_policy_arn = "arn:aws:iam::{ACCOUNT}:policy/ReadStuff""#)
+        ),
+        group = iam(
+            "aws/group",
+            &format!(r#"group_arn = "arn:aws:iam::{ACCOUNT}:group/oncall""#)
+        ),
+    );
+    (text, dir)
+}
+
+fn ms(t: &Value) -> i64 {
+    t.as_str()
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .map_or(0, |t| t.as_millisecond())
+}
+
+struct Cli {
+    server: String,
+    token: String,
+    home: PathBuf,
+    moto: String,
+}
+
+impl Cli {
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SALLYPORT_SERVER", &self.server)
+            .env("SALLYPORT_TOKEN", &self.token)
+            .env("SALLYPORT_CACHE_DIR", self.home.join("cache"))
+            .env("SALLYPORT_CONFIG_DIR", self.home.join("config"))
+            .env("AWS_CONFIG_FILE", self.home.join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.home.join("aws-credentials"),
+            )
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(program).args(args).output().expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn sallyport(&self, args: &[&str]) -> (i32, String, String) {
+        self.run(BIN, args)
+    }
+
+    fn aws(&self, profile: &str, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec![
+            "--profile",
+            profile,
+            "--endpoint-url",
+            &self.moto,
+            "--output",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        self.run("aws", &all)
+    }
+}
+
+async fn issued(s: &Server, id: &str) -> usize {
+    let (_, v) = s
+        .get(
+            "root",
+            &format!("/api/v1/audit?subject={id}&action=credentials.issued"),
+        )
+        .await;
+    v["events"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_credentials_through_the_aws_cli() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let db = Db::new(Backend::Sqlite).await.expect("db");
+    let (text, base) = config(&db.url, &moto);
+    let s = Server::start_in(&text, &base).await;
+
+    // A 2 h grant of a role whose maximum session is 1 h.
+    let r = s.request("alice", "aws/prod-admin", "2h", "deploy").await;
+    let id = r["id"].as_str().expect("id").to_owned();
+    let active = s.wait_state(&id, "active", T).await;
+    assert!(
+        active["grant"]["summary"]
+            .as_str()
+            .is_some_and(|x| x.contains("role/prod-admin")),
+        "{active}"
+    );
+    let grant_end = ms(&active["grant"]["expires_at"]);
+
+    // The AWS CLI, configured by `sallyport aws-config`, gets its credentials from Sallyport.
+    let home = tempfile::tempdir().expect("home").keep();
+    let cli = Cli {
+        server: s.url(),
+        token: s.token("alice").await,
+        home: home.clone(),
+        moto: moto.url.clone(),
+    };
+    let (code, out, err) = cli.sallyport(&[
+        "aws-config",
+        "aws/prod-admin",
+        "--region",
+        "us-east-1",
+        "--write",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let cfg = std::fs::read_to_string(home.join("aws-config")).expect("aws config");
+    assert!(
+        cfg.contains("[profile sallyport-aws-prod-admin]") && cfg.contains("credential_process = "),
+        "{cfg}"
+    );
+    let (code, out, err) = cli.aws("sallyport-aws-prod-admin", &["sts", "get-caller-identity"]);
+    assert_eq!(code, 0, "aws sts get-caller-identity: {out}{err}");
+    let who: Value = serde_json::from_str(&out).expect("json");
+    let arn = who["Arn"].as_str().unwrap_or_default();
+    assert!(arn.contains(":assumed-role/prod-admin/sp-alice-"), "{who}");
+
+    // The credential_process document: STS never past the role's 1 h, never past the grant.
+    let (code, out, _) = cli.sallyport(&["creds", "aws/prod-admin"]);
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["Version"], 1);
+    assert!(doc["AccessKeyId"].as_str().is_some_and(|k| !k.is_empty()));
+    let exp = ms(&doc["Expiration"]);
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert!(
+        exp <= grant_end,
+        "expiration {exp} after the grant's end {grant_end}"
+    );
+    assert!(
+        exp <= now + 3_600_000 + 5_000,
+        "clamped to the role's maximum session (moto does not)"
+    );
+    assert!(exp >= now + 3_500_000, "as long as allowed: {}", exp - now);
+    // The second call is served from the 0600 cache: no new mint.
+    let minted = issued(&s, &id).await;
+    assert_eq!(cli.sallyport(&["creds", "aws/prod-admin"]).0, 0);
+    assert_eq!(issued(&s, &id).await, minted, "served from the cache");
+    let cache = std::fs::read_dir(home.join("cache/creds"))
+        .expect("cache")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&cache).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // exec and env give the same credentials to other programs.
+    let (code, out, err) = cli.sallyport(&[
+        "exec",
+        "aws/prod-admin",
+        "--",
+        "aws",
+        "--endpoint-url",
+        &moto.url,
+        "sts",
+        "get-caller-identity",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("assumed-role/prod-admin"), "{out}");
+    let (code, out, _) = cli.sallyport(&["env", "aws/prod-admin"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("export AWS_ACCESS_KEY_ID='") && out.contains("export AWS_SESSION_TOKEN='"),
+        "{out}"
+    );
+
+    // A short grant: STS will not go below 900 s, but the credentials end with the grant.
+    let short = s
+        .request("alice", "aws/prod-admin", "5m", "quick look")
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&short, "active", T).await;
+    let short_end = ms(&v["grant"]["expires_at"]);
+    let (st, c) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "request_id": short }),
+        )
+        .await;
+    assert_eq!(st, 200, "{c}");
+    assert!(
+        ms(&c["expiration"]) <= short_end && ms(&c["expiration"]) >= short_end - 2_000,
+        "{c}"
+    );
+    assert!(c["grant_expires_at"].is_string());
+
+    // Ending early: no more credentials, and live sessions of this request are denied.
+    let (code, out, err) = cli.sallyport(&["done", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v = s
+        .wait_for(&id, "revocation", T, |v| {
+            v["revocation"]["status"] == "done"
+        })
+        .await;
+    assert_eq!(v["state"], "ended");
+    let deny = iam
+        .get_role_policy()
+        .role_name("prod-admin")
+        .policy_name(format!("sallyport-revoked-{id}"))
+        .send()
+        .await
+        .expect("deny policy on the role");
+    let doc = urlencoding_decode(deny.policy_document());
+    assert!(
+        doc.contains("aws:TokenIssueTime") && doc.contains(&id),
+        "{doc}"
+    );
+    // (The other request is still active, so the entitlement still has credentials.)
+    let (st, _) = s
+        .post("alice", "/api/v1/credentials", json!({ "request_id": id }))
+        .await;
+    assert_eq!(st, 404);
+    s.post("alice", &format!("/api/v1/requests/{short}/end"), json!({}))
+        .await;
+    s.wait_for(&short, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    let (code, _, err) = cli.sallyport(&["creds", "aws/prod-admin"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no active grant of `aws/prod-admin`") && err.contains("sallyport request"),
+        "{err}"
+    );
+
+    // A role outside the manifest's ARNs is refused before AWS is called.
+    let out = s.request("alice", "aws/outside", "10m", "sneaky").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&out, "failed", T).await;
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not among the ARNs")),
+        "{v}"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_grants_carry_their_expiry_and_vanish_on_revoke() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let db = Db::new(Backend::Sqlite).await.expect("db");
+    let (text, base) = config(&db.url, &moto);
+    let s = Server::start_in(&text, &base).await;
+
+    // Inline policy: every Allow ends at expires_at.
+    let id = s.request("alice", "aws/inline", "30m", "debug").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&id, "active", T).await;
+    let end = v["grant"]["expires_at"]
+        .as_str()
+        .expect("end")
+        .parse::<jiff::Timestamp>()
+        .expect("ts");
+    let p = iam
+        .get_user_policy()
+        .user_name("alice")
+        .policy_name(format!("sallyport-{id}"))
+        .send()
+        .await
+        .expect("inline policy");
+    let doc: Value = serde_json::from_str(&urlencoding_decode(p.policy_document())).expect("json");
+    let cond = doc["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"]
+        .as_str()
+        .expect("condition");
+    let cond_ms = cond
+        .parse::<jiff::Timestamp>()
+        .expect("ts")
+        .as_millisecond();
+    assert!(
+        cond_ms <= end.as_millisecond() && end.as_millisecond() - cond_ms < 1000,
+        "{cond} vs {end}"
+    );
+    s.post("alice", &format!("/api/v1/requests/{id}/end"), json!({}))
+        .await;
+    s.wait_for(&id, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    let gone = iam
+        .get_user_policy()
+        .user_name("alice")
+        .policy_name(format!("sallyport-{id}"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the inline policy is deleted");
+
+    // Managed policy attached, then detached.
+    let id = s.request("alice", "aws/attach", "30m", "read").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&id, "active", T).await;
+    let attached = |iam: aws_sdk_iam::Client| async move {
+        iam.list_attached_user_policies()
+            .user_name("alice")
+            .send()
+            .await
+            .expect("list")
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_name().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(attached(iam.clone()).await, vec!["ReadStuff".to_owned()]);
+    let (st, _) = s
+        .post(
+            "root",
+            &format!("/api/v1/requests/{id}/revoke"),
+            json!({ "reason": "done" }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    s.wait_for(&id, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    assert!(attached(iam.clone()).await.is_empty());
+
+    // Group membership, then removal.
+    let id = s.request("alice", "aws/group", "30m", "on call").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&id, "active", T).await;
+    let members = |iam: aws_sdk_iam::Client| async move {
+        iam.get_group()
+            .group_name("oncall")
+            .send()
+            .await
+            .expect("group")
+            .users()
+            .iter()
+            .map(|u| u.user_name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(members(iam.clone()).await, vec!["alice".to_owned()]);
+    s.post("alice", &format!("/api/v1/requests/{id}/end"), json!({}))
+        .await;
+    s.wait_for(&id, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    assert!(members(iam.clone()).await.is_empty());
+
+    // No credentials from an IAM grant.
+    let id = s.request("alice", "aws/group", "30m", "again").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&id, "active", T).await;
+    let (st, v) = s
+        .post("alice", "/api/v1/credentials", json!({ "request_id": id }))
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("no_credentials")),
+        "{v}"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_gives_no_credentials() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let db = Db::new(Backend::Sqlite).await.expect("db");
+    let (text, base) = config(&db.url, &moto);
+    let s = Server::start_in(&text, &base).await;
+    let id = s.request("alice", "aws/prod-admin", "2s", "brief").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&id, "active", T).await;
+    let (st, c) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "entitlement": "aws/prod-admin" }),
+        )
+        .await;
+    assert_eq!(st, 200, "{c}");
+    s.wait_for(&id, "expiry", T, |v| v["state"] == "expired")
+        .await;
+    let (st, v) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "entitlement": "aws/prod-admin" }),
+        )
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("no_active_grant")),
+        "{v}"
+    );
+    let (st, v) = s
+        .post("alice", "/api/v1/credentials", json!({ "request_id": id }))
+        .await;
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("expired")),
+        "{v}"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
