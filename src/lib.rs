@@ -32,8 +32,12 @@
 //! - [`plugin`]: the only user of wasmtime. Loads components, checks their imports against their
 //!   manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.
 //!   `plugin/bindings.rs` is the only `bindgen!` site; `plugin/caps.rs` holds the host
-//!   capabilities plugins may import (`log`, `http`, and `aws`/`azure`, which answer
-//!   "capability not available" until their integrations are configured).
+//!   capabilities plugins may import (`log`, `http`, `aws` with its ARN allow-list, and
+//!   `azure`, which answers "capability not available" until its integration exists).
+//! - [`cloud`]: the cloud SDK calls behind the capabilities. `cloud/aws.rs` (aws-sdk-sts,
+//!   aws-sdk-iam): AssumeRole clamped to [900 s, role maximum] and the grant's end, session policy
+//!   and tags, IAM inline/managed policies and groups, errors as clear messages, throttling
+//!   retried.
 //! - [`config`]: the policy file (TOML), checked with precise, located messages;
 //!   [`policy`]: the configuration with its plugins loaded and every entitlement's settings
 //!   validated by its plugins. Rebuilt on SIGHUP; a failed rebuild keeps the old one.
@@ -64,6 +68,8 @@
 //! - **Plugins read no clock.** Every time a plugin needs (`now`, `expires-at`) is passed in.
 //! - **Secrets never print.** [`secret::Secret`] redacts itself; the `http` capability injects
 //!   secret header values by name so plugins never see them; API tokens are stored hashed.
+//!   Minted cloud credentials go to the caller only: never stored, logged or audited (the
+//!   audit event records the access key id and expiry).
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 
