@@ -82,16 +82,24 @@ impl App {
         } else {
             None
         };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        // With `listen` on port 0 and no public URL, the URL names the port actually bound.
+        let mut public_url = service.policy().config.server.public_url.clone();
+        if public_url.port() == Some(0) {
+            let _ = public_url.set_port(Some(addr.port()));
+        }
+        let web = crate::http::web::Web::new(public_url)
+            .map_err(|e| anyhow::anyhow!("the web UI's templates are broken: {e}"))?;
         let state = AppState {
             service: service.clone(),
             dev: options.dev,
             request_timeout,
             demo: demo.clone(),
+            web: Arc::new(web),
         };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         let router = crate::http::router(state, max_body);
         let mut server_rx = rx.clone();
@@ -99,9 +107,12 @@ impl App {
             let shutdown = async move {
                 let _ = server_rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            if let Err(e) = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
             {
                 tracing::error!(error = %e, "HTTP server failed");
             }

@@ -67,6 +67,7 @@ struct RawConfig {
     #[serde(default)]
     jobs: RawJobs,
     aws: Option<RawAws>,
+    oidc: Option<RawOidc>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
@@ -113,6 +114,19 @@ struct RawAuth {
     #[serde(default)]
     auditor_groups: Vec<String>,
     token_ttl: Option<String>,
+    session_ttl: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    client_secret_secret: Option<String>,
+    scopes: Option<Vec<String>>,
+    id_claim: Option<String>,
+    groups_claim: Option<String>,
+    display_name: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -251,6 +265,27 @@ pub struct AuthConfig {
     pub auditor_groups: Vec<String>,
     /// Lifetime of API tokens issued at login.
     pub token_ttl_secs: u64,
+    /// Lifetime of a browser session.
+    pub session_ttl_secs: u64,
+}
+
+/// Sign-in with an OpenID Connect provider (`[oidc]`).
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL (discovery at `/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This client's id at the provider.
+    pub client_id: String,
+    /// The secret (under `[secrets]`) holding the client secret; none for a public client.
+    pub client_secret_secret: Option<String>,
+    /// Scopes asked for (always including `openid`).
+    pub scopes: Vec<String>,
+    /// The claim that becomes the user id (`email` by default; `sub`, `preferred_username`).
+    pub id_claim: String,
+    /// The claim holding the user's groups (a list of strings, or one string).
+    pub groups_claim: String,
+    /// The provider's name on the sign-in button.
+    pub display_name: String,
 }
 
 /// A user of the static directory (and the dev-mode user picker).
@@ -307,6 +342,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// AWS, when configured.
     pub aws: Option<AwsConfig>,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<OidcConfig>,
     /// Secrets, resolved.
     pub secrets: SecretStore,
     /// Static users.
@@ -428,6 +465,7 @@ impl Config {
             "30s",
         );
         let token_ttl = dur("auth.token_ttl", raw.auth.token_ttl.as_deref(), "12h");
+        let session_ttl = dur("auth.session_ttl", raw.auth.session_ttl.as_deref(), "12h");
         let lease = dur("jobs.lease", raw.jobs.lease.as_deref(), "30s");
         let retry_max = dur("jobs.retry_max", raw.jobs.retry_max.as_deref(), "5m");
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
@@ -554,6 +592,67 @@ impl Config {
                 secret_access_key_secret: a.secret_access_key_secret,
                 session_token_secret: a.session_token_secret,
                 max_attempts,
+            }
+        });
+
+        // [oidc]
+        let oidc = raw.oidc.map(|o| {
+            match url::Url::parse(&o.issuer) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u)
+                    if u.scheme() == "http"
+                        && u.host_str().is_some_and(|h| {
+                            h == "localhost"
+                                || h.parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| ip.is_loopback())
+                                || h.trim_matches(['[', ']'])
+                                    .parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| ip.is_loopback())
+                        }) => {}
+                _ => problem(
+                    "oidc.issuer".into(),
+                    format!(
+                        "`{}` must be an https URL (http only on loopback)",
+                        o.issuer
+                    ),
+                ),
+            }
+            if o.client_id.trim().is_empty() {
+                problem("oidc.client_id".into(), "must not be empty".into());
+            }
+            if let Some(n) = &o.client_secret_secret
+                && !raw.secrets.contains_key(n)
+            {
+                problem(
+                    "oidc.client_secret_secret".into(),
+                    format!("secret `{n}` is not defined under [secrets]"),
+                );
+            }
+            let mut scopes = o
+                .scopes
+                .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+            if !scopes.iter().any(|s| s == "openid") {
+                scopes.insert(0, "openid".into());
+            }
+            if let Some(bad) = scopes.iter().find(|s| {
+                s.is_empty()
+                    || !s
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            }) {
+                problem(
+                    "oidc.scopes".into(),
+                    format!("`{bad}` is not a valid scope"),
+                );
+            }
+            OidcConfig {
+                issuer: o.issuer,
+                client_id: o.client_id,
+                client_secret_secret: o.client_secret_secret,
+                scopes,
+                id_claim: o.id_claim.unwrap_or_else(|| "email".into()),
+                groups_claim: o.groups_claim.unwrap_or_else(|| "groups".into()),
+                display_name: o.display_name.unwrap_or_else(|| "single sign-on".into()),
             }
         });
 
@@ -724,6 +823,7 @@ impl Config {
                 auditor_users: raw.auth.auditor_users,
                 auditor_groups: raw.auth.auditor_groups,
                 token_ttl_secs: token_ttl,
+                session_ttl_secs: session_ttl,
             },
             jobs: JobsConfig {
                 lease_ms: i64::try_from(lease).unwrap_or(30) * 1000,
@@ -732,6 +832,7 @@ impl Config {
                 retry_max_ms: i64::try_from(retry_max).unwrap_or(300) * 1000,
             },
             aws,
+            oidc,
             secrets,
             users,
             entitlements,

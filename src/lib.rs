@@ -73,6 +73,8 @@
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod audit;
 pub mod cli;

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::plugin::{self, Decision, PluginHost};
 use crate::policy::{Policy, Roles};
-use crate::store::{RequestFilter, Store, StoreError, TokenRecord, WriteCtx};
+use crate::store::{RequestFilter, Store, StoreError, TokenRecord, TokenScope, WriteCtx};
 
 /// The current time in milliseconds since the Unix epoch. The only clock read of the core.
 pub fn now_ms() -> Millis {
@@ -402,6 +402,34 @@ impl Service {
         Ok(r)
     }
 
+    /// What the approval policy would answer to this request now, without filing it: who must
+    /// approve, or that it would be approved or denied at once. Validates like
+    /// [`Service::create_request`].
+    pub async fn preview(
+        &self,
+        caller: &Caller,
+        input: CreateInput,
+    ) -> Result<PolicyOutcome, ServiceError> {
+        let policy = self.policy();
+        let ent = policy.entitlement(&input.entitlement).ok_or_else(|| {
+            ServiceError::NotFound(format!("no entitlement `{}`", input.entitlement))
+        })?;
+        let now = now_ms();
+        let created = Request::create(
+            format!("preview-{}", uuid::Uuid::now_v7()),
+            NewRequest {
+                requester: caller.principal.clone(),
+                duration_secs: input.duration_secs,
+                justification: input.justification,
+                ticket: input.ticket,
+                channel: Channel::Web,
+            },
+            &ent.rules,
+            now,
+        )?;
+        Ok(self.evaluate(&policy, &created.request, now).await.0)
+    }
+
     /// Load a request the caller may see.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<Request, ServiceError> {
         let r = self
@@ -614,6 +642,20 @@ impl Service {
         channel: Channel,
         ctx: &WriteCtx,
     ) -> Result<(String, TokenRecord), ServiceError> {
+        self.issue_scoped_token(principal, name, ttl_secs, TokenScope::Api, channel, ctx)
+            .await
+    }
+
+    /// Issue a token that works only in `scope` (API bearer or browser session).
+    pub async fn issue_scoped_token(
+        &self,
+        principal: &Principal,
+        name: &str,
+        ttl_secs: u64,
+        scope: TokenScope,
+        channel: Channel,
+        ctx: &WriteCtx,
+    ) -> Result<(String, TokenRecord), ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(ServiceError::Invalid {
@@ -636,6 +678,7 @@ impl Service {
             user_id: principal.id.clone(),
             principal: principal.clone(),
             name: name.to_owned(),
+            scope,
             created_at: now,
             expires_at: now.saturating_add(crate::domain::secs_to_ms(ttl_secs)),
             last_used_at: None,
@@ -648,10 +691,13 @@ impl Service {
         let event = Event {
             at: now,
             actor: principal.actor(),
-            action: "token.issued".into(),
+            action: match scope {
+                TokenScope::Api => "token.issued".into(),
+                TokenScope::Web => "session.started".into(),
+            },
             subject: format!("token:{id}"),
             before: serde_json::Value::Null,
-            after: json!({ "name": record.name, "expires_at": record.expires_at }),
+            after: json!({ "name": record.name, "scope": scope, "expires_at": record.expires_at }),
             channel,
             plugin: None,
         };
@@ -661,6 +707,16 @@ impl Service {
 
     /// Resolve a bearer token to a caller.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
+        self.authenticate_scoped(token, TokenScope::Api).await
+    }
+
+    /// Resolve a token of the given scope to a caller: a session cookie is no bearer token and
+    /// a bearer token opens no browser session.
+    pub async fn authenticate_scoped(
+        &self,
+        token: &str,
+        scope: TokenScope,
+    ) -> Result<Caller, ServiceError> {
         let bad = || {
             ServiceError::Unauthenticated(
                 "invalid or expired token; sign in again (`sallyport login`)".into(),
@@ -676,7 +732,7 @@ impl Service {
             .await?
             .ok_or_else(bad)?;
         let now = now_ms();
-        if rec.revoked_at.is_some() || now >= rec.expires_at {
+        if rec.revoked_at.is_some() || now >= rec.expires_at || rec.scope != scope {
             return Err(bad());
         }
         let policy = self.policy();
@@ -845,6 +901,79 @@ impl Service {
         };
         self.inner.store.append_events(&[event], ctx).await?;
         Ok((r, creds))
+    }
+}
+
+/// How long a CLI login code lives between the browser and the CLI.
+pub const CLI_CODE_TTL_MS: Millis = 2 * 60 * 1000;
+
+impl Service {
+    /// A one-time code for the CLI's browser login, bound to the signed-in user and the CLI's
+    /// PKCE challenge (S256). Stored hashed; single use; two minutes.
+    pub async fn issue_cli_code(
+        &self,
+        caller: &Caller,
+        challenge: &str,
+    ) -> Result<String, ServiceError> {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let code =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
+        self.inner
+            .store
+            .put_one_time(
+                &token_hash(&code),
+                "cli-code",
+                &json!({ "principal": caller.principal, "challenge": challenge }),
+                now_ms() + CLI_CODE_TTL_MS,
+            )
+            .await?;
+        Ok(code)
+    }
+
+    /// Exchange a CLI login code and its PKCE verifier for an API token. A code works once,
+    /// and a wrong verifier uses it up.
+    pub async fn exchange_cli_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        name: &str,
+        ctx: &WriteCtx,
+    ) -> Result<(String, TokenRecord), ServiceError> {
+        let bad = || {
+            ServiceError::Unauthenticated(
+                "the login code is unknown, used or expired, or the verifier does not match; run `sallyport login` again".into(),
+            )
+        };
+        if code.len() > 100 || !(43..=128).contains(&verifier.len()) {
+            return Err(bad());
+        }
+        let kept = self
+            .inner
+            .store
+            .take_one_time(&token_hash(code), "cli-code", now_ms())
+            .await?
+            .ok_or_else(bad)?;
+        let challenge = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            Sha256::digest(verifier.as_bytes()),
+        );
+        let expected = kept["challenge"].as_str().unwrap_or_default();
+        let same = challenge.len() == expected.len()
+            && challenge
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        if !same {
+            return Err(bad());
+        }
+        let principal: Principal =
+            serde_json::from_value(kept["principal"].clone()).map_err(|_| bad())?;
+        // Directory users get their current groups at every use anyway.
+        let ttl = self.policy().config.auth.token_ttl_secs;
+        self.issue_token(&principal, name, ttl, Channel::Api, ctx)
+            .await
     }
 }
 

@@ -212,13 +212,7 @@ fn request_text(r: &Value) {
 }
 
 /// `sallyport login`.
-pub async fn login(conn: &Conn, dev_user: Option<String>, output: Output) -> u8 {
-    let Some(user) = dev_user else {
-        return fail(
-            output,
-            "this server's browser sign-in is not available yet: use `--dev-user NAME` against a dev server (`sallyport dev`)",
-        );
-    };
+pub async fn login(conn: &Conn, user: String, output: Output) -> u8 {
     let c = match Client::new(&conn.server, None) {
         Ok(c) => c,
         Err(e) => return fail(output, &e),
@@ -263,6 +257,176 @@ pub async fn login(conn: &Conn, dev_user: Option<String>, output: Output) -> u8 
         ),
     }
     exit::OK
+}
+
+/// `sallyport login`: sign in through the browser. Listens on 127.0.0.1 (random port), opens
+/// the server's CLI sign-in page with a PKCE challenge and a state, receives a one-time code on
+/// the loopback listener, and exchanges it (with the verifier) for a token stored 0600.
+pub async fn browser_login(conn: &Conn, no_browser: bool, timeout: &str, output: Output) -> u8 {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let wait = match crate::domain::parse_duration(timeout) {
+        Ok(s) => Duration::from_secs(s.max(1)),
+        Err(e) => return fail(output, &format!("--timeout: {e}")),
+    };
+    let random = || {
+        let mut b = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+        b64.encode(b)
+    };
+    let (verifier, state) = (random(), random());
+    let challenge = b64.encode(Sha256::digest(verifier.as_bytes()));
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => return fail(output, &format!("cannot listen on 127.0.0.1: {e}")),
+    };
+    let port = match listener.local_addr() {
+        Ok(a) => a.port(),
+        Err(e) => return fail(output, &format!("cannot listen on 127.0.0.1: {e}")),
+    };
+    let url = format!(
+        "{}/cli/login?port={port}&state={state}&code_challenge={challenge}",
+        conn.server.trim_end_matches('/')
+    );
+    eprintln!("Sign in to {} in your browser:\n\n  {url}\n", conn.server);
+    if !no_browser {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        let opened = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok();
+        if !opened {
+            eprintln!("(could not open a browser: open the address above yourself)");
+        }
+    }
+    eprintln!(
+        "Waiting for the browser (up to {})...",
+        crate::domain::format_duration(wait.as_secs())
+    );
+    let code = match tokio::time::timeout(wait, receive_code(&listener, &state)).await {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => return fail(output, &e),
+        Err(_) => {
+            return fail(
+                output,
+                "no answer from the browser in time; run `sallyport login` again",
+            );
+        }
+    };
+    let c = match Client::new(&conn.server, None) {
+        Ok(c) => c,
+        Err(e) => return fail(output, &e),
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "this computer".into());
+    let res = match c
+        .post(
+            "/api/v1/cli/token",
+            &json!({ "code": code, "code_verifier": verifier, "name": format!("cli on {host}") }),
+        )
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return api_fail(output, &e),
+    };
+    let stored = StoredToken {
+        token: s(&res, "token").to_owned(),
+        token_id: s(&res, "token_id").to_owned(),
+        user: s(&res["user"], "id").to_owned(),
+        expires_at: s(&res, "expires_at").to_owned(),
+    };
+    if let Err(e) = client::save_token(&conn.server, &conn.profile, stored.clone()) {
+        return fail(output, &format!("could not store the token: {e}"));
+    }
+    match output {
+        Output::Text => println!(
+            "signed in to {} as {} (profile `{}`) until {}",
+            conn.server, stored.user, conn.profile, stored.expires_at
+        ),
+        Output::Json => println!(
+            "{}",
+            json!({ "ok": true, "server": conn.server, "profile": conn.profile, "user": stored.user, "expires_at": stored.expires_at })
+        ),
+    }
+    exit::OK
+}
+
+/// Serve the loopback listener until the browser brings `/callback?code=..&state=..` with our
+/// state. Other requests (favicons, a stale tab) get a 404 and are ignored; at most 50.
+async fn receive_code(listener: &tokio::net::TcpListener, state: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..50 {
+        let (mut sock, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("the loopback listener failed: {e}"))?;
+        let mut buf = vec![0u8; 8192];
+        let mut n = 0;
+        // Read the request head (bounded: 8 KiB, 5 s).
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        if read.is_err() {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let target = head
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("GET "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("");
+        let parsed = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
+        let param = |k: &str| {
+            parsed.as_ref().and_then(|u| {
+                u.query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+            })
+        };
+        let is_callback = parsed.as_ref().is_some_and(|u| u.path() == "/callback");
+        let (status, body, result) = match (is_callback, param("code"), param("state")) {
+            (true, Some(code), Some(st)) if st == state => (
+                "200 OK",
+                "<!doctype html><title>Sallyport</title><h1>Signed in</h1><p>The command line is signed in. You can close this tab.</p>",
+                Some(Ok(code)),
+            ),
+            (true, _, Some(_)) => (
+                "400 Bad Request",
+                "<!doctype html><title>Sallyport</title><h1>Sign-in failed</h1><p>This answer belongs to another sign-in. Run <code>sallyport login</code> again.</p>",
+                Some(Err("the browser answered for another sign-in (state mismatch); run `sallyport login` again".to_owned())),
+            ),
+            _ => ("404 Not Found", "not found", None),
+        };
+        let res = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = sock.write_all(res.as_bytes()).await;
+        let _ = sock.shutdown().await;
+        if let Some(r) = result {
+            return r;
+        }
+    }
+    Err("too many unrelated requests on the loopback listener".into())
 }
 
 /// `sallyport logout`: revoke the token on the server and forget it.

@@ -62,9 +62,15 @@ enum Command {
     Plugin(plugin_cmd::PluginCommand),
     /// Sign in to a server and store a token (0600) for the other commands.
     Login {
-        /// Sign in as this demo user of a dev server.
+        /// Sign in as this demo user of a dev server (no browser).
         #[arg(long)]
         dev_user: Option<String>,
+        /// Do not open a browser: print the sign-in URL to open yourself.
+        #[arg(long)]
+        no_browser: bool,
+        /// Give up waiting for the browser after this long.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -353,7 +359,15 @@ async fn run(cli: Cli) -> u8 {
             output,
         }) => server_cmd::token_create(config, user, name, ttl, output).await,
         Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
-        Command::Login { dev_user, output } => access::login(&conn, dev_user, output).await,
+        Command::Login {
+            dev_user,
+            no_browser,
+            timeout,
+            output,
+        } => match dev_user {
+            Some(u) => access::login(&conn, u, output).await,
+            None => access::browser_login(&conn, no_browser, &timeout, output).await,
+        },
         Command::Logout { output } => access::logout(&conn, output).await,
         Command::Whoami { output } => access::whoami(&conn, output).await,
         Command::Entitlements { output } => access::entitlements(&conn, output).await,

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
+    ("post", "/api/v1/cli/token"),
 ];
 
 pub(super) fn routes() -> Router<AppState> {
@@ -57,6 +58,45 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/tokens", get(tokens))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/cli/token", post(cli_token))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliTokenBody {
+    code: String,
+    code_verifier: String,
+    name: Option<String>,
+}
+
+/// The CLI's browser login, last step: a one-time code and its PKCE verifier for a token.
+async fn cli_token(
+    State(st): State<AppState>,
+    ctx: WriteCtx,
+    addr: super::web::ClientAddr,
+    ApiJson(body): ApiJson<CliTokenBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if let Err(wait) = st.web.limits.signin.check(&addr.0) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many sign-in attempts; try again in {wait} s"),
+        ));
+    }
+    let name = body.name.as_deref().unwrap_or("cli (browser login)");
+    let (token, rec) = st
+        .service
+        .exchange_cli_code(&body.code, &body.code_verifier, name, &ctx)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "token_id": rec.id,
+            "user": rec.principal,
+            "expires_at": views::time(rec.expires_at),
+        })),
+    ))
 }
 
 /// A JSON body whose every rejection is an [`ApiError`] with a clear message.
@@ -145,7 +185,7 @@ impl DurationInput {
 }
 
 /// A point in time as RFC 3339 or milliseconds since the epoch.
-fn parse_time(field: &str, s: &str) -> Result<Millis, ApiError> {
+pub(super) fn parse_time(field: &str, s: &str) -> Result<Millis, ApiError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
@@ -350,6 +390,13 @@ async fn review(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReviewBody>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Err(wait) = st.web.limits.review.check(&caller.principal.id) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many reviews; try again in {wait} s"),
+        ));
+    }
     if body.verdict == Verdict::Deny && body.comment.as_deref().is_none_or(|c| c.trim().is_empty())
     {
         return Err(ApiError::invalid(

@@ -6,6 +6,7 @@ mod dev;
 mod error;
 pub mod openapi;
 mod views;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The dev-mode demo target.
     pub demo: Option<Arc<DemoTarget>>,
+    /// The web UI: templates, OIDC, rate limits, cookie policy, public URL.
+    pub web: Arc<web::Web>,
 }
 
 /// The correlation id of the HTTP request being served.
@@ -145,8 +148,17 @@ impl FromRequestParts<AppState> for crate::store::WriteCtx {
     }
 }
 
-async fn not_found() -> ApiError {
+async fn not_found(State(st): State<AppState>, req: Request) -> Response {
+    if web::wants_html(req.headers()) && !req.uri().path().starts_with("/api/") {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        return web::not_found_page(&st, &id);
+    }
     ApiError::not_found("no such route; the API is described at /api/v1/openapi.json")
+        .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -159,7 +171,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let mut app = api::routes();
+    let mut app = api::routes().merge(web::routes(state.clone()));
     if state.dev {
         app = app.merge(dev::routes());
     }

@@ -116,6 +116,7 @@ pub fn token(t: &TokenRecord, now: Millis) -> Value {
     json!({
         "id": t.id,
         "name": t.name,
+        "scope": t.scope,
         "user": t.user_id,
         "created_at": time(t.created_at),
         "expires_at": time(t.expires_at),

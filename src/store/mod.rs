@@ -117,6 +117,8 @@ pub struct TokenRecord {
     pub principal: Principal,
     /// A label (`cli`, `ci deploy`).
     pub name: String,
+    /// Where it works: `api` (bearer) or `web` (session cookie).
+    pub scope: TokenScope,
     /// Issued.
     pub created_at: Millis,
     /// Stops working.
@@ -125,6 +127,26 @@ pub struct TokenRecord {
     pub last_used_at: Option<Millis>,
     /// Revoked.
     pub revoked_at: Option<Millis>,
+}
+
+/// Where a token works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// `Authorization: Bearer` on the API (CLI, automation).
+    Api,
+    /// A browser session, in the session cookie.
+    Web,
+}
+
+impl TokenScope {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Api => "api",
+            TokenScope::Web => "web",
+        }
+    }
 }
 
 /// Counts for the metrics endpoint.
@@ -222,6 +244,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A user's tokens.
     async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Keep a single-use secret (by its hash) for `purpose` until `expires_at`; also drops
+    /// expired ones.
+    async fn put_one_time(
+        &self,
+        hash: &str,
+        purpose: &str,
+        data: &serde_json::Value,
+        expires_at: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Take (and delete) a single-use secret that is for `purpose` and not expired at `now`.
+    async fn take_one_time(
+        &self,
+        hash: &str,
+        purpose: &str,
+        now: Millis,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// Counts for metrics.
     async fn counts(&self) -> Result<Counts, StoreError>;

@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    AuditFilter, Backend, Counts, Job, RequestFilter, Store, StoreError, TokenRecord, WriteCtx,
-    postgres, sqlite,
+    AuditFilter, Backend, Counts, Job, RequestFilter, Store, StoreError, TokenRecord, TokenScope,
+    WriteCtx, postgres, sqlite,
 };
 use crate::audit::{AuditRecord, Verifier, VerifyReport, chain_hash};
 use crate::domain::{Event, JobKind, JobSpec, Millis, PluginRef, Request, State, Transition};
@@ -406,6 +406,10 @@ fn token_from(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         user_id: row.try_get("user_id")?,
         principal: serde_json::from_str(&principal).map_err(|e| corrupt("principal", e))?,
         name: row.try_get("name")?,
+        scope: match row.try_get::<String, _>("scope")?.as_str() {
+            "web" => TokenScope::Web,
+            _ => TokenScope::Api,
+        },
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -750,7 +754,7 @@ impl Store for SqlStore {
     async fn insert_token(&self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
         let principal = serde_json::to_string(&t.principal).map_err(|e| corrupt("principal", e))?;
         sqlx::query(
-            "INSERT INTO api_tokens (id, hash, user_id, principal, name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_tokens (id, hash, user_id, principal, name, created_at, expires_at, scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&t.id)
         .bind(hash)
@@ -759,9 +763,57 @@ impl Store for SqlStore {
         .bind(&t.name)
         .bind(t.created_at)
         .bind(t.expires_at)
+        .bind(t.scope.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn put_one_time(
+        &self,
+        hash: &str,
+        purpose: &str,
+        data: &serde_json::Value,
+        expires_at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM one_time WHERE expires_at <= $1")
+            .bind(crate::service::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO one_time (hash, purpose, data, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(purpose)
+        .bind(data.to_string())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_one_time(
+        &self,
+        hash: &str,
+        purpose: &str,
+        now: Millis,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        // One statement: of two concurrent takers, exactly one gets the row.
+        let row = sqlx::query(
+            "DELETE FROM one_time WHERE hash = $1 AND purpose = $2 AND expires_at > $3 RETURNING data",
+        )
+        .bind(hash)
+        .bind(purpose)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| {
+            let d: String = r.try_get("data")?;
+            serde_json::from_str(&d).map_err(|e| corrupt("one_time.data", e))
+        })
+        .transpose()
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {

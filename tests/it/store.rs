@@ -8,7 +8,7 @@ use sallyport::domain::{
     Transition,
 };
 use sallyport::store::{
-    AuditFilter, RequestFilter, SqlStore, Store, StoreError, TokenRecord, WriteCtx,
+    AuditFilter, RequestFilter, SqlStore, Store, StoreError, TokenRecord, TokenScope, WriteCtx,
 };
 
 use crate::db_or_skip;
@@ -416,6 +416,7 @@ async fn listing_on(backend: Backend) {
         user_id: "alice".into(),
         principal: principal("alice"),
         name: "cli".into(),
+        scope: TokenScope::Api,
         created_at: 1,
         expires_at: 10_000,
         last_used_at: None,
@@ -445,6 +446,35 @@ async fn listing_on(backend: Backend) {
     assert_eq!(
         s.list_tokens("alice").await.expect("list")[0].revoked_at,
         Some(5)
+    );
+
+    // Single-use secrets: taken once, only for their purpose, only before their deadline.
+    let now = sallyport::service::now_ms();
+    let data = serde_json::json!({ "user": "alice" });
+    s.put_one_time("h1", "cli-code", &data, now + 60_000)
+        .await
+        .expect("put");
+    s.put_one_time("h2", "cli-code", &data, now - 1)
+        .await
+        .expect("put expired");
+    assert_eq!(
+        s.take_one_time("h1", "oidc", now).await.expect("take"),
+        None,
+        "wrong purpose"
+    );
+    assert_eq!(
+        s.take_one_time("h1", "cli-code", now).await.expect("take"),
+        Some(data)
+    );
+    assert_eq!(
+        s.take_one_time("h1", "cli-code", now).await.expect("take"),
+        None,
+        "used once"
+    );
+    assert_eq!(
+        s.take_one_time("h2", "cli-code", now).await.expect("take"),
+        None,
+        "expired"
     );
     s.close().await;
     db.cleanup().await;
