@@ -1,6 +1,7 @@
 //! One integration-test binary; a module per suite.
 
 mod aws;
+mod browser_harness;
 mod crash;
 mod harness;
 mod lifecycle;
@@ -11,3 +12,4 @@ mod plugin_quorum;
 mod server_cli;
 mod store;
 mod support;
+mod web;

@@ -1,0 +1,619 @@
+//! The web UI: in a real browser (headless Chromium through chromedriver) against a real OIDC
+//! provider (`oidc-provider`), and over plain HTTP for CSRF, hostile text, redirects, cookies,
+//! the CLI login code and rate limits.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
+use sallyport::domain::{Channel, Principal};
+use sallyport::store::{TokenScope, WriteCtx};
+use serde_json::Value;
+
+use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot, set_width};
+use crate::harness::{Server, Target, eventually};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn config(port: u16, db: &str, target: &str, oidc: Option<(&str, &str)>) -> String {
+    let oidc = oidc.map_or(String::new(), |(issuer, client)| {
+        format!(
+            r#"
+[oidc]
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_secret = "oidc"
+scopes = ["openid", "email", "profile", "groups"]
+id_claim = "preferred_username"
+display_name = "Test IdP"
+[secrets.oidc]
+file = "oidc-secret"
+"#
+        )
+    });
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[database]
+url = "{db}"
+[auth]
+admin_groups = ["platform-admins"]
+auditor_groups = ["platform-admins"]
+[plugins.capabilities.http.http]
+allow = ["http://127.0.0.1:*"]
+{oidc}
+[[entitlements]]
+id = "app/deploy"
+description = "Deploy to production (a team lead approves)"
+max_duration = "2h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "http"
+[entitlements.connector.settings]
+grant = {{ method = "PUT", url = "{target}/grants/{{{{request.id}}}}", body = {{ user = "{{{{requester.id}}}}" }} }}
+revoke = {{ method = "DELETE", url = "{target}/grants/{{{{request.id}}}}" }}
+[entitlements.approval]
+plugin = "quorum"
+settings = {{ stages = [{{ name = "team lead", groups = ["leads"], count = 1 }}] }}
+"#
+    )
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("element {css}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("element {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn sign_in(c: &Client, base: &str, who: &str) {
+    c.goto(&format!("{base}/signin")).await.expect("signin");
+    click(c, "#signin-oidc").await;
+    oidc_sign_in(c, who).await.expect("provider sign-in");
+    let name = text(c, ".who").await;
+    assert!(!name.is_empty(), "signed in as {who}");
+}
+
+async fn sign_out(c: &Client) {
+    click(c, ".signout button").await;
+    let _ = text(c, "#signin-oidc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_request_approve_end_and_cli_login() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let Some(idp) = OidcProvider::start(&[format!("{base}/auth/callback")]).await else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let c = browser.client.clone();
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).expect("secret");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(
+        &config(
+            port,
+            &db,
+            &target.url(),
+            Some((&idp.issuer, &idp.client_id)),
+        ),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(server.url(), base);
+
+    // Not signed in: every page leads to sign-in.
+    c.goto(&format!("{base}/approvals")).await.expect("goto");
+    let _ = text(&c, "#signin-oidc").await;
+    screenshot(&c, "signin").await;
+
+    // alice signs in (and lands where she was going) and asks; before submitting, the page
+    // names the approvers.
+    click(&c, "#signin-oidc").await;
+    oidc_sign_in(&c, "alice").await.expect("provider sign-in");
+    let _ = text(&c, ".who").await;
+    assert_eq!(c.current_url().await.expect("url").path(), "/approvals");
+    c.goto(&format!("{base}/requests/new?entitlement=app%2Fdeploy"))
+        .await
+        .expect("new");
+    let hostile = "<script>window.__pwned = 1</script> deploy hotfix INC-7";
+    c.find(Locator::Css("#duration"))
+        .await
+        .expect("duration")
+        .send_keys("30m")
+        .await
+        .expect("type");
+    c.find(Locator::Css("#justification"))
+        .await
+        .expect("justification")
+        .send_keys(hostile)
+        .await
+        .expect("type");
+    click(&c, "#preview").await;
+    let preview = text(&c, "#preview-result").await;
+    assert!(preview.contains("team lead"), "{preview}");
+    assert!(preview.contains("group leads"), "{preview}");
+    screenshot(&c, "new-request").await;
+    click(&c, "#submit").await;
+    let state = text(&c, "#request-state").await;
+    assert_eq!(state, "pending");
+    let request_url = c.current_url().await.expect("url");
+    let id = request_url
+        .path()
+        .trim_start_matches("/requests/")
+        .to_owned();
+    // The hostile justification is text, and its script never ran.
+    assert_eq!(text(&c, "#justification").await, hostile);
+    let pwned = c
+        .execute("return window.__pwned === undefined;", vec![])
+        .await
+        .expect("js");
+    assert_eq!(pwned, Value::Bool(true), "an injected script ran");
+    screenshot(&c, "request-pending").await;
+    sign_out(&c).await;
+
+    // bob (a lead) sees one approval waiting, and approves.
+    sign_in(&c, &base, "bob").await;
+    assert!(text(&c, "#approvals-count").await.starts_with('1'));
+    c.goto(&format!("{base}/approvals"))
+        .await
+        .expect("approvals");
+    screenshot(&c, "approvals").await;
+    click(&c, &format!("a[href='/requests/{id}']")).await;
+    c.find(Locator::Css("#comment"))
+        .await
+        .expect("comment")
+        .send_keys("go ahead")
+        .await
+        .expect("type");
+    click(&c, "#approve").await;
+    let _ = text(&c, ".flash").await;
+    sign_out(&c).await;
+
+    // alice sees it active with a live countdown, and ends it early.
+    sign_in(&c, &base, "alice").await;
+    eventually("active", Duration::from_secs(20), || async {
+        c.goto(&format!("{base}/")).await.is_ok()
+            && c.find(Locator::Css(".grant .countdown")).await.is_ok()
+    })
+    .await;
+    let first = text(&c, ".grant .countdown").await;
+    assert!(first.contains("left"), "{first}");
+    // The script ticks every second: the text changes to m:ss.
+    eventually("countdown ticks", Duration::from_secs(5), || async {
+        let t = text(&c, ".grant .countdown").await;
+        t.contains(':') && t.ends_with("left")
+    })
+    .await;
+    screenshot(&c, "home-active").await;
+    set_width(&c, 390, 844).await;
+    screenshot(&c, "home-phone").await;
+    set_width(&c, 1280, 900).await;
+    click(&c, ".grant button.danger").await;
+    assert_eq!(text(&c, "#request-state").await, "ended");
+    eventually(
+        "access removed at the target",
+        Duration::from_secs(20),
+        || async { !target.has_grant(&id) },
+    )
+    .await;
+    screenshot(&c, "request-ended").await;
+
+    // The CLI signs in through this browser session.
+    let home = dir.path().join("cli-home");
+    let mut cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args([
+            "login",
+            "--server",
+            &base,
+            "--no-browser",
+            "--timeout",
+            "60s",
+        ])
+        .env("SALLYPORT_CONFIG_DIR", home.join("config"))
+        .env("HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sallyport login");
+    let stderr = cli.stderr.take().expect("stderr");
+    let url = {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut found = None;
+        for _ in 0..20 {
+            match tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await {
+                Ok(Ok(Some(l))) if l.trim().starts_with("http") => {
+                    found = Some(l.trim().to_owned());
+                    break;
+                }
+                Ok(Ok(Some(_))) => {}
+                _ => break,
+            }
+        }
+        found.expect("the CLI printed a sign-in URL")
+    };
+    c.goto(&url).await.expect("cli login page");
+    screenshot(&c, "cli-login").await;
+    click(&c, "#authorize").await;
+    let out = tokio::time::timeout(Duration::from_secs(30), cli.wait_with_output())
+        .await
+        .expect("the CLI finished")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "login failed: {stdout}");
+    assert!(stdout.contains("as alice"), "{stdout}");
+    let who = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args(["whoami", "--server", &base])
+        .env("SALLYPORT_CONFIG_DIR", home.join("config"))
+        .env("HOME", &home)
+        .output()
+        .expect("whoami");
+    assert!(
+        who.status.success(),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    assert!(String::from_utf8_lossy(&who.stdout).contains("alice"));
+    // ... and the token is listed, and revocable, in the UI.
+    c.goto(&format!("{base}/tokens")).await.expect("tokens");
+    let tokens = text(&c, "table").await;
+    assert!(tokens.contains("CLI / API token"), "{tokens}");
+    screenshot(&c, "tokens").await;
+    sign_out(&c).await;
+
+    // dave (admin, auditor) reads the audit log.
+    sign_in(&c, &base, "dave").await;
+    c.goto(&format!("{base}/audit?entitlement=app%2Fdeploy"))
+        .await
+        .expect("audit");
+    let log = text(&c, "table").await;
+    assert!(
+        log.contains("request.approved") || log.contains("review"),
+        "{log}"
+    );
+    screenshot(&c, "audit").await;
+    c.goto(&format!("{base}/entitlements"))
+        .await
+        .expect("catalog");
+    screenshot(&c, "catalog").await;
+
+    browser.close().await;
+    server.stop().await;
+    drop(idp);
+}
+
+/// A browser session for `user` without a browser: the cookie and its CSRF token.
+async fn session(server: &Server, user: &str, groups: &[&str]) -> (String, String) {
+    let p = Principal {
+        id: user.into(),
+        email: None,
+        name: None,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    let (token, _) = server
+        .app
+        .service
+        .issue_scoped_token(
+            &p,
+            "test",
+            3600,
+            TokenScope::Web,
+            Channel::Web,
+            &WriteCtx::default(),
+        )
+        .await
+        .expect("session");
+    let csrf = sallyport::http::web::csrf_for(&token);
+    (format!("sallyport_session={token}"), csrf)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
+    let count = || async {
+        server
+            .app
+            .service
+            .store()
+            .list_requests(&sallyport::store::RequestFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .len()
+    };
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)> fix INC-1";
+    let form = [
+        ("entitlement", "app/deploy"),
+        ("duration", "30m"),
+        ("justification", hostile),
+    ];
+
+    // No CSRF token, or a wrong one: refused with a page, nothing written.
+    for token in [None, Some("0000")] {
+        let mut f: Vec<(&str, &str)> = form.to_vec();
+        if let Some(t) = token {
+            f.push(("csrf", t));
+        }
+        let res = http
+            .post(format!("{base}/requests"))
+            .header("cookie", &cookie)
+            .form(&f)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403);
+        let body = res.text().await.expect("body");
+        assert!(body.contains("security token"), "{body}");
+        assert!(
+            body.contains("request-id"),
+            "error pages show the request id"
+        );
+    }
+    assert_eq!(count().await, 0, "a refused form writes nothing");
+
+    // With the token: filed, and the hostile text is escaped on every page that shows it.
+    let mut f: Vec<(&str, &str)> = form.to_vec();
+    f.push(("csrf", &csrf));
+    let res = http
+        .post(format!("{base}/requests"))
+        .header("cookie", &cookie)
+        .form(&f)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 303);
+    let loc = res.headers()["location"].to_str().expect("loc").to_owned();
+    assert!(loc.starts_with("/requests/"));
+    assert_eq!(count().await, 1);
+    let res = http
+        .get(format!("{base}{loc}"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+    let page = res.text().await.expect("page");
+    assert!(!page.contains("<script>alert"), "raw script in the page");
+    assert!(!page.contains("<img src=x"), "raw tag in the page");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+
+    // Sign-in never sends anyone off-site afterwards.
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ] {
+        let res = http
+            .get(format!(
+                "{base}/signin?next={}",
+                sallyport::http::web::enc(evil)
+            ))
+            .send()
+            .await
+            .expect("signin");
+        let body = res.text().await.expect("body");
+        assert!(!body.contains("evil.example"), "next={evil} kept: {body}");
+    }
+    // A page that needs sign-in sends back to itself only.
+    let res = http
+        .get(format!("{base}/approvals"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/signin?next=%2Fapprovals");
+
+    // Cookies: HttpOnly, SameSite=Lax; Secure relaxed only because this is http on loopback.
+    let res = http
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .expect("signin");
+    let set = res.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "{set}");
+
+    // A session cookie is no API token, and an API token opens no browser session.
+    let token = cookie.trim_start_matches("sallyport_session=");
+    let res = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(res.status(), 401);
+    let alice = Principal {
+        id: "alice".into(),
+        email: None,
+        name: None,
+        groups: vec!["eng".into()],
+    };
+    let (api, _) = server
+        .app
+        .service
+        .issue_token(&alice, "api", 3600, Channel::Api, &WriteCtx::default())
+        .await
+        .expect("api token");
+    let res = http
+        .get(format!("{base}/"))
+        .header("cookie", format!("sallyport_session={api}"))
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(res.status(), 303, "an API token is not a session");
+
+    // Unknown pages are HTML for browsers, JSON for the API.
+    let res = http
+        .get(format!("{base}/nope"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.expect("body").contains("request-id"));
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cli_login_codes_are_single_use_and_bound_to_the_verifier() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let verifier = b64.encode([7u8; 32]);
+    let challenge = b64.encode(Sha256::digest(verifier.as_bytes()));
+    let state = "s".repeat(32);
+    let get_code = || async {
+        let res = http
+            .post(format!("{base}/cli/login"))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("port", "45678"),
+                ("state", state.as_str()),
+                ("code_challenge", challenge.as_str()),
+            ])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 303);
+        let loc = url::Url::parse(res.headers()["location"].to_str().expect("loc")).expect("url");
+        assert_eq!(loc.host_str(), Some("127.0.0.1"), "only back to loopback");
+        assert_eq!(loc.port(), Some(45678));
+        loc.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("code")
+    };
+    let token_url = format!("{base}/api/v1/cli/token");
+    let exchange = |code: String, verifier: String| {
+        let token_url = token_url.clone();
+        async move {
+            let res = no_redirects()
+                .post(token_url)
+                .json(&serde_json::json!({ "code": code, "code_verifier": verifier }))
+                .send()
+                .await
+                .expect("exchange");
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.expect("json"),
+            )
+        }
+    };
+
+    // A port below 1024, or a malformed challenge: refused.
+    let res = http
+        .get(format!(
+            "{base}/cli/login?port=80&state={state}&code_challenge={challenge}"
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 400);
+
+    // A wrong verifier fails and uses the code up.
+    let code = get_code().await;
+    let (status, _) = exchange(code.clone(), b64.encode([8u8; 32])).await;
+    assert_eq!(status, 401);
+    let (status, _) = exchange(code, verifier.clone()).await;
+    assert_eq!(status, 401, "a code works once, even after a failure");
+
+    // The right verifier: a token for alice, once.
+    let code = get_code().await;
+    let (status, body) = exchange(code.clone(), verifier.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["id"], "alice");
+    let token = body["token"].as_str().expect("token").to_owned();
+    let me = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 200);
+    let (status, _) = exchange(code, verifier).await;
+    assert_eq!(status, 401, "replayed");
+
+    // Sign-in endpoints are rate limited per client address.
+    let mut limited = false;
+    for _ in 0..40 {
+        let res = http
+            .post(format!("{base}/api/v1/cli/token"))
+            .json(&serde_json::json!({ "code": "x", "code_verifier": "y".repeat(43) }))
+            .send()
+            .await
+            .expect("exchange");
+        if res.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "no rate limit on sign-in");
+    server.stop().await;
+}
