@@ -143,33 +143,34 @@ impl OidcClients {
     }
 }
 
+/// The client type `from_provider_metadata` builds: auth URL set, token and user-info
+/// endpoints as the provider's metadata says.
+type Client = openidconnect::Client<
+    openidconnect::EmptyAdditionalClaims,
+    openidconnect::core::CoreAuthDisplay,
+    openidconnect::core::CoreGenderClaim,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJsonWebKey,
+    openidconnect::core::CoreAuthPrompt,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    openidconnect::core::CoreTokenResponse,
+    openidconnect::core::CoreTokenIntrospectionResponse,
+    openidconnect::core::CoreRevocableToken,
+    openidconnect::core::CoreRevocationErrorResponse,
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 fn client(
     meta: CoreProviderMetadata,
     cfg: &OidcConfig,
     secrets: &SecretStore,
     redirect: &str,
-) -> Result<
-    openidconnect::Client<
-        openidconnect::EmptyAdditionalClaims,
-        openidconnect::core::CoreAuthDisplay,
-        openidconnect::core::CoreGenderClaim,
-        openidconnect::core::CoreJweContentEncryptionAlgorithm,
-        openidconnect::core::CoreJsonWebKey,
-        openidconnect::core::CoreAuthPrompt,
-        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
-        openidconnect::core::CoreTokenResponse,
-        openidconnect::core::CoreTokenIntrospectionResponse,
-        openidconnect::core::CoreRevocableToken,
-        openidconnect::core::CoreRevocationErrorResponse,
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
-    String,
-> {
+) -> Result<Client, String> {
     let secret = match &cfg.client_secret_secret {
         Some(name) => Some(ClientSecret::new(
             secrets
@@ -223,6 +224,9 @@ pub fn principal(cfg: &OidcConfig, claims: &Value) -> Result<Principal, String> 
             cfg.id_claim
         )
     })?;
+    if cfg.id_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
+        return Err("your e-mail address is not verified at the sign-in provider".into());
+    }
     if id.len() > 200 || id.chars().any(char::is_control) {
         return Err(format!(
             "the `{}` claim is not a usable user id",
@@ -274,6 +278,10 @@ mod tests {
         assert_eq!(p.id, "a@x");
         assert_eq!(p.groups, vec!["eng".to_owned()]);
         assert!(principal(&cfg(), &json!({"sub": "1"})).is_err(), "no email");
+        assert!(
+            principal(&cfg(), &json!({"email": "a@x", "email_verified": false})).is_err(),
+            "an unverified e-mail is no identity"
+        );
         let p = principal(&cfg(), &json!({"email": "a@x", "groups": "ops"})).expect("p");
         assert_eq!(p.groups, vec!["ops".to_owned()]);
     }

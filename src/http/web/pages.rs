@@ -926,9 +926,13 @@ async fn request_page(
     let mine = r.requester.id == p.id;
     let active = r.is_active_at(now);
     let can = Can {
+        // The service decides; this only offers the form to those it may accept.
         review: r.state == ReqState::Pending
-            && (!mine || r.break_glass_allowed)
-            && (r.requirements.iter().any(|q| q.admits(p)) || (mine && r.break_glass_allowed)),
+            && if mine {
+                r.break_glass_allowed
+            } else {
+                r.requirements.iter().any(|q| q.admits(p))
+            },
         end: mine && active,
         cancel: mine && r.state == ReqState::Pending,
         revoke: matches!(r.state, ReqState::Approved | ReqState::Active)
@@ -1530,4 +1534,302 @@ async fn cli_login(
         HeaderValue::from_static(CLI_CSP),
     );
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::templates::{TEMPLATES, Templates};
+    use super::*;
+
+    const EVIL: &str = "<script>alert(1)</script>";
+
+    fn nav() -> Nav {
+        Nav {
+            user: Some(NavUser {
+                id: "alice".into(),
+                name: EVIL.into(),
+            }),
+            admin: true,
+            auditor: true,
+            csrf: "c".into(),
+            approvals: 2,
+            dev: true,
+        }
+    }
+
+    fn row() -> Row {
+        Row {
+            id: "r1".into(),
+            entitlement: "app/x".into(),
+            requester: EVIL.into(),
+            state: "pending".into(),
+            duration: "1h".into(),
+            created_at: "now".into(),
+        }
+    }
+
+    fn stage() -> StageView {
+        StageView {
+            name: EVIL.into(),
+            needed: 1,
+            approved: 0,
+            who: "group leads".into(),
+        }
+    }
+
+    fn page<T: Serialize>(t: &Templates, name: &str, view: T) -> String {
+        let p = Page {
+            title: "t".into(),
+            nav: nav(),
+            flash: Some(EVIL.into()),
+            view,
+        };
+        t.render(name, &p)
+            .unwrap_or_else(|e| panic!("{name} does not render: {e}"))
+    }
+
+    /// Every page template renders from its typed view (strict mode: a field the template
+    /// names and the view lacks fails), and hostile text comes out escaped.
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let t = Templates::new().expect("templates");
+        let grant = || GrantView {
+            id: "r1".into(),
+            entitlement: "app/x".into(),
+            expires_at: "later".into(),
+            expires_iso: "2026-01-01T00:00:00Z".into(),
+            expires_ms: 1,
+            time_left: "5 min left".into(),
+        };
+        let mut rendered = vec![
+            (
+                "signin",
+                page(
+                    &t,
+                    "signin",
+                    SigninView {
+                        error: Some(EVIL.into()),
+                        oidc: Some(EVIL.into()),
+                        dev_users: vec![DevUser {
+                            id: "a".into(),
+                            label: EVIL.into(),
+                        }],
+                        pre_csrf: "p".into(),
+                        next: "/".into(),
+                        next_enc: "%2F".into(),
+                    },
+                ),
+            ),
+            (
+                "home",
+                page(
+                    &t,
+                    "home",
+                    HomeView {
+                        grants: vec![grant()],
+                        reviews: vec![row()],
+                        mine: vec![row()],
+                    },
+                ),
+            ),
+            (
+                "new_request",
+                page(
+                    &t,
+                    "new_request",
+                    NewRequestView {
+                        entitlements: vec![EntChoice {
+                            id: "app/x".into(),
+                            description: EVIL.into(),
+                            max_duration: "1h".into(),
+                            selected: true,
+                        }],
+                        form: RequestForm {
+                            justification: EVIL.into(),
+                            ..RequestForm::default()
+                        },
+                        error: Some(EVIL.into()),
+                        preview: Some(PreviewView {
+                            summary: EVIL.into(),
+                            stages: vec![stage()],
+                        }),
+                    },
+                ),
+            ),
+            (
+                "request",
+                page(
+                    &t,
+                    "request",
+                    RequestPage {
+                        r: ReqView {
+                            id: "r1".into(),
+                            entitlement: "app/x".into(),
+                            state: "active".into(),
+                            active: true,
+                            requester: EVIL.into(),
+                            duration: "1h".into(),
+                            justification: EVIL.into(),
+                            ticket: Some(EVIL.into()),
+                            created_at: "now".into(),
+                            reason: Some(EVIL.into()),
+                            approval_reason: Some(EVIL.into()),
+                            grant: Some(ReqGrant {
+                                summary: EVIL.into(),
+                                expires_at: "later".into(),
+                                expires_iso: "x".into(),
+                                expires_ms: 1,
+                                time_left: "1 min left".into(),
+                            }),
+                            revocation: Some(EVIL.into()),
+                            requirements: vec![stage()],
+                            reviews: vec![ReviewView {
+                                reviewer: EVIL.into(),
+                                verdict: "approved".into(),
+                                at: "now".into(),
+                                channel: "web".into(),
+                                comment: Some(EVIL.into()),
+                            }],
+                        },
+                        can: Can {
+                            review: true,
+                            end: true,
+                            cancel: true,
+                            revoke: true,
+                        },
+                        timeline: vec![Event {
+                            at: "now".into(),
+                            actor: EVIL.into(),
+                            action: "request.created".into(),
+                            detail: Some(EVIL.into()),
+                        }],
+                    },
+                ),
+            ),
+            (
+                "approvals",
+                page(
+                    &t,
+                    "approvals",
+                    ApprovalsView {
+                        rows: vec![row()],
+                        count: 1,
+                    },
+                ),
+            ),
+            (
+                "entitlements",
+                page(
+                    &t,
+                    "entitlements",
+                    CatalogView {
+                        rows: vec![CatalogRow {
+                            id: "app/x".into(),
+                            id_enc: "app%2Fx".into(),
+                            description: EVIL.into(),
+                            max_duration: "1h".into(),
+                            default_duration: "1h".into(),
+                            connector: "http".into(),
+                            ticket_required: true,
+                            may_request: true,
+                        }],
+                    },
+                ),
+            ),
+            (
+                "audit",
+                page(
+                    &t,
+                    "audit",
+                    AuditView {
+                        filters: AuditQuery {
+                            actor: EVIL.into(),
+                            ..AuditQuery::default()
+                        },
+                        rows: vec![AuditRow {
+                            seq: 1,
+                            at: "now".into(),
+                            actor: EVIL.into(),
+                            action: "request.created".into(),
+                            subject: EVIL.into(),
+                            link: Some("/requests/r1".into()),
+                            channel: "web".into(),
+                        }],
+                        count: 1,
+                        export: "/audit/export.jsonl".into(),
+                        error: Some(EVIL.into()),
+                    },
+                ),
+            ),
+            (
+                "tokens",
+                page(
+                    &t,
+                    "tokens",
+                    TokensView {
+                        rows: vec![TokenRow {
+                            id: "t1".into(),
+                            name: EVIL.into(),
+                            kind: "browser session".into(),
+                            created_at: "now".into(),
+                            expires_at: "later".into(),
+                            last_used_at: "never".into(),
+                            status: "active".into(),
+                            revocable: true,
+                            current: true,
+                        }],
+                        server: "http://x".into(),
+                    },
+                ),
+            ),
+            (
+                "cli_login",
+                page(
+                    &t,
+                    "cli_login",
+                    CliLoginView {
+                        port: 5000,
+                        state: "s".into(),
+                        challenge: "c".into(),
+                        ttl: "12h".into(),
+                    },
+                ),
+            ),
+        ];
+        let err = t
+            .render(
+                "error",
+                &super::super::ErrorView {
+                    title: "t".into(),
+                    nav: Nav::anonymous(false),
+                    flash: None,
+                    heading: EVIL.into(),
+                    message: EVIL.into(),
+                    request_id: "rid".into(),
+                },
+            )
+            .expect("error page");
+        rendered.push(("error", err));
+        for (name, html) in &rendered {
+            assert!(!html.contains(EVIL), "{name}: raw hostile text");
+            assert!(
+                html.contains("&lt;script&gt;"),
+                "{name}: hostile text missing"
+            );
+            assert!(!html.contains("<script>"), "{name}: inline script");
+        }
+        // Every page template is covered (layout and request_table are partials).
+        for (name, _) in TEMPLATES {
+            assert!(
+                matches!(*name, "layout" | "request_table")
+                    || rendered.iter().any(|(n, _)| n == name),
+                "template {name} has no render test"
+            );
+        }
+        // Strict mode: a view missing a field the template needs is an error, not "".
+        let missing =
+            serde_json::json!({"title": "t", "flash": null, "nav": {"user": null, "dev": false}});
+        let e = t.render("error", &missing).expect_err("strict mode");
+        assert!(e.contains("heading"), "{e}");
+    }
 }
