@@ -42,7 +42,10 @@
 //!   [`policy`]: the configuration with its plugins loaded and every entitlement's settings
 //!   validated by its plugins. Rebuilt on SIGHUP; a failed rebuild keeps the old one.
 //! - [`http`]: the only module that knows HTTP: the API under `/api/v1`, its OpenAPI document,
-//!   health, metrics, and (dev mode) the dev login and the demo target.
+//!   health, metrics, and (dev mode) the dev login and the demo target. `http/web/` is the web
+//!   UI: pages rendered from `web/templates` (handlebars, strict, embedded; one typed view per
+//!   page), browser sessions (tokens of scope `web` in an `HttpOnly` cookie), CSRF, OIDC
+//!   sign-in (`openidconnect`, PKCE + nonce), the CLI's browser login, rate limits.
 //! - [`app`]: assembling and running a server, graceful shutdown, reload.
 //! - [`cli`]: the command line (clap): server, administration, plugin tools, and the client.
 //! - [`metrics`]: Prometheus counters; [`secret`]: secret values that never print.
@@ -70,6 +73,11 @@
 //!   secret header values by name so plugins never see them; API tokens are stored hashed.
 //!   Minted cloud credentials go to the caller only: never stored, logged or audited (the
 //!   audit event records the access key id and expiry).
+//! - **Sessions are tokens.** A browser session is a token of scope `web`, an API token one of
+//!   scope `api`; each works only where its scope says, and both are stored hashed and
+//!   revocable. Single-use secrets (OIDC state, CLI login codes) are stored hashed and taken
+//!   with one `DELETE … RETURNING`.
+//! - **Pages change nothing on GET,** and every form POST is CSRF-checked before any write.
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 

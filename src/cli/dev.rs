@@ -201,7 +201,8 @@ pub async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
   policy: {policy}
   users:  alice (eng) · bob (eng, leads) · carol (security) · dave (platform admin, auditor)
 
-Try it in another terminal (the binary is target/release/sallyport after `cargo build --release`):
+Open {url}/ in a browser and sign in as any demo user (no password in dev mode),
+or try it in another terminal (the binary is target/release/sallyport after `cargo build --release`):
   export SALLYPORT_SERVER={url}
   sallyport login --dev-user alice
   sallyport entitlements

@@ -1303,8 +1303,8 @@ async fn audit(
             at: when(e.at),
             actor: e.actor.clone(),
             action: e.action.clone(),
-            link: (e.action.starts_with("request.") || e.action.starts_with("credentials."))
-                .then(|| format!("/requests/{}", enc(&e.subject))),
+            // Request ids have no `:`; other subjects (`token:…`) have no page.
+            link: (!e.subject.contains(':')).then(|| format!("/requests/{}", enc(&e.subject))),
             subject: e.subject.clone(),
             channel: e.channel.clone(),
         })
