@@ -33,6 +33,29 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A random URL-safe secret: 32 bytes (256 bits), base64url without padding. Tokens, login
+/// codes, CSRF seeds and PKCE verifiers all come from here.
+pub fn random_b64() -> String {
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+}
+
+/// Equal, in time that does not depend on where they differ: for comparing secrets.
+pub fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The PKCE S256 challenge of a verifier: base64url(SHA-256(verifier)).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use sha2::Digest;
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sha2::Sha256::digest(verifier.as_bytes()),
+    )
+}
+
 /// Named secrets available to plugins (only those their manifest lists).
 #[derive(Clone, Default, Debug)]
 pub struct SecretStore {

@@ -665,14 +665,9 @@ impl Service {
         }
         let now = now_ms();
         let mut id_bytes = [0u8; 8];
-        let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut id_bytes);
-        rand::rng().fill_bytes(&mut secret);
         let id = hex::encode(id_bytes);
-        let token = format!(
-            "spt_{id}_{}",
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)
-        );
+        let token = format!("spt_{id}_{}", crate::secret::random_b64());
         let record = TokenRecord {
             id: id.clone(),
             user_id: principal.id.clone(),
@@ -915,10 +910,7 @@ impl Service {
         caller: &Caller,
         challenge: &str,
     ) -> Result<String, ServiceError> {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let code =
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
+        let code = crate::secret::random_b64();
         self.inner
             .store
             .put_one_time(
@@ -954,18 +946,8 @@ impl Service {
             .take_one_time(&token_hash(code), "cli-code", now_ms())
             .await?
             .ok_or_else(bad)?;
-        let challenge = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            Sha256::digest(verifier.as_bytes()),
-        );
         let expected = kept["challenge"].as_str().unwrap_or_default();
-        let same = challenge.len() == expected.len()
-            && challenge
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if !same {
+        if !crate::secret::same(&crate::secret::pkce_challenge(verifier), expected) {
             return Err(bad());
         }
         let principal: Principal =

@@ -237,11 +237,16 @@ pub async fn login(conn: &Conn, user: String, output: Output) -> u8 {
         }
         Err(e) => return api_fail(output, &e),
     };
+    signed_in(conn, &res, output)
+}
+
+/// Store the token a login answered with (0600) and say who is signed in.
+fn signed_in(conn: &Conn, res: &Value, output: Output) -> u8 {
     let stored = StoredToken {
-        token: s(&res, "token").to_owned(),
-        token_id: s(&res, "token_id").to_owned(),
+        token: s(res, "token").to_owned(),
+        token_id: s(res, "token_id").to_owned(),
         user: s(&res["user"], "id").to_owned(),
-        expires_at: s(&res, "expires_at").to_owned(),
+        expires_at: s(res, "expires_at").to_owned(),
     };
     if let Err(e) = client::save_token(&conn.server, &conn.profile, stored.clone()) {
         return fail(output, &format!("could not store the token: {e}"));
@@ -263,20 +268,12 @@ pub async fn login(conn: &Conn, user: String, output: Output) -> u8 {
 /// the server's CLI sign-in page with a PKCE challenge and a state, receives a one-time code on
 /// the loopback listener, and exchanges it (with the verifier) for a token stored 0600.
 pub async fn browser_login(conn: &Conn, no_browser: bool, timeout: &str, output: Output) -> u8 {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let wait = match crate::domain::parse_duration(timeout) {
         Ok(s) => Duration::from_secs(s.max(1)),
         Err(e) => return fail(output, &format!("--timeout: {e}")),
     };
-    let random = || {
-        let mut b = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
-        b64.encode(b)
-    };
-    let (verifier, state) = (random(), random());
-    let challenge = b64.encode(Sha256::digest(verifier.as_bytes()));
+    let (verifier, state) = (crate::secret::random_b64(), crate::secret::random_b64());
+    let challenge = crate::secret::pkce_challenge(&verifier);
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => return fail(output, &format!("cannot listen on 127.0.0.1: {e}")),
@@ -336,26 +333,7 @@ pub async fn browser_login(conn: &Conn, no_browser: bool, timeout: &str, output:
         Ok(v) => v,
         Err(e) => return api_fail(output, &e),
     };
-    let stored = StoredToken {
-        token: s(&res, "token").to_owned(),
-        token_id: s(&res, "token_id").to_owned(),
-        user: s(&res["user"], "id").to_owned(),
-        expires_at: s(&res, "expires_at").to_owned(),
-    };
-    if let Err(e) = client::save_token(&conn.server, &conn.profile, stored.clone()) {
-        return fail(output, &format!("could not store the token: {e}"));
-    }
-    match output {
-        Output::Text => println!(
-            "signed in to {} as {} (profile `{}`) until {}",
-            conn.server, stored.user, conn.profile, stored.expires_at
-        ),
-        Output::Json => println!(
-            "{}",
-            json!({ "ok": true, "server": conn.server, "profile": conn.profile, "user": stored.user, "expires_at": stored.expires_at })
-        ),
-    }
-    exit::OK
+    signed_in(conn, &res, output)
 }
 
 /// Serve the loopback listener until the browser brings `/callback?code=..&state=..` with our

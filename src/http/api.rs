@@ -596,24 +596,7 @@ async fn audit(
             }))
             .into_response())
         }
-        "jsonl" => {
-            let mut body = String::new();
-            for e in &events {
-                body.push_str(&views::audit(e).to_string());
-                body.push('\n');
-            }
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "application/x-ndjson"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"sallyport-audit.jsonl\"",
-                    ),
-                ],
-                body,
-            )
-                .into_response())
-        }
+        "jsonl" => Ok(views::audit_jsonl(&events)),
         other => Err(ApiError::invalid(format!(
             "format: `{other}` is not json or jsonl"
         ))),

@@ -111,6 +111,28 @@ pub fn audit(r: &AuditRecord) -> Value {
     })
 }
 
+/// Audit events as a JSON-lines download.
+pub fn audit_jsonl(events: &[AuditRecord]) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let mut body = String::new();
+    for e in events {
+        body.push_str(&audit(e).to_string());
+        body.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sallyport-audit.jsonl\"",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// An API token (never its secret).
 pub fn token(t: &TokenRecord, now: Millis) -> Value {
     json!({

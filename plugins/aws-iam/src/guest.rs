@@ -30,7 +30,12 @@ fn error(e: aws::AwsError) -> crate::AwsError {
 }
 
 impl crate::Host for WitHost {
-    fn put_user_policy(&mut self, user: &str, name: &str, doc: &str) -> Result<(), crate::AwsError> {
+    fn put_user_policy(
+        &mut self,
+        user: &str,
+        name: &str,
+        doc: &str,
+    ) -> Result<(), crate::AwsError> {
         aws::put_inline_policy(&IamTarget::User(user.into()), name, doc).map_err(error)
     }
     fn delete_user_policy(&mut self, user: &str, name: &str) -> Result<(), crate::AwsError> {
@@ -97,7 +102,8 @@ impl Guest for AwsIam {
 
     fn credentials(_req: CredentialsRequest) -> Result<CredentialSet, ConnectorError> {
         Err(ConnectorError::Unsupported(
-            "aws-iam changes the requester's own IAM user; it has no credentials to hand out".into(),
+            "aws-iam changes the requester's own IAM user; it has no credentials to hand out"
+                .into(),
         ))
     }
 }

@@ -31,6 +31,12 @@ mod arn;
 
 pub use arn::is_iam_arn;
 
+#[path = "../../aws-sts/src/errors.rs"]
+mod errors;
+
+use errors::aws_error;
+pub use errors::{AwsError, ConnectorError};
+
 /// A complaint about the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingError {
@@ -72,7 +78,14 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
     };
     let mut errors = Vec::new();
     for k in o.keys() {
-        if !["user_arn", "attach_policy_arn", "group_arn", "inline_policy"].contains(&k.as_str()) {
+        if ![
+            "user_arn",
+            "attach_policy_arn",
+            "group_arn",
+            "inline_policy",
+        ]
+        .contains(&k.as_str())
+        {
             errors.push(err(
                 k,
                 "unknown setting; known: user_arn, attach_policy_arn, group_arn, inline_policy",
@@ -83,10 +96,7 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
         Some(s) => {
             let probe = s.replace("{{requester.id}}", "x");
             if probe.contains("{{") {
-                errors.push(err(
-                    "user_arn",
-                    "the only placeholder is {{requester.id}}",
-                ));
+                errors.push(err("user_arn", "the only placeholder is {{requester.id}}"));
             } else if !is_iam_arn(&probe, "user") {
                 errors.push(err(
                     "user_arn",
@@ -96,7 +106,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
             s.to_owned()
         }
         None => {
-            errors.push(err("user_arn", "required (a string): the IAM user to grant to"));
+            errors.push(err(
+                "user_arn",
+                "required (a string): the IAM user to grant to",
+            ));
             String::new()
         }
     };
@@ -230,31 +243,6 @@ pub trait Host {
     fn remove_from_group(&mut self, user: &str, group: &str) -> Result<(), AwsError>;
 }
 
-/// Host errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AwsError {
-    Permanent(String),
-    NoSuchEntity(String),
-    Transient(String),
-}
-
-/// Connector errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectorError {
-    Unsupported(String),
-    InvalidSettings(String),
-    Denied(String),
-    Transient(String),
-    Failed(String),
-}
-
-fn aws_error(e: AwsError) -> ConnectorError {
-    match e {
-        AwsError::Permanent(m) | AwsError::NoSuchEntity(m) => ConnectorError::Denied(m),
-        AwsError::Transient(m) => ConnectorError::Transient(m),
-    }
-}
-
 fn settings(text: &str) -> Result<Settings, ConnectorError> {
     parse(text).map_err(|es| {
         ConnectorError::InvalidSettings(
@@ -342,7 +330,10 @@ mod tests {
         assert!(parse(none).unwrap_err()[0].message.contains("give one of"));
         let bad = r#"{"user_arn": "arn:aws:iam::123456789012:user/{{requester.email}}", "group_arn": "g"}"#;
         let e = parse(bad).unwrap_err();
-        assert_eq!(e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), vec!["user_arn", "group_arn"]);
+        assert_eq!(
+            e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            vec!["user_arn", "group_arn"]
+        );
     }
 
     #[test]
@@ -353,8 +344,15 @@ mod tests {
             {"Effect": "Deny", "Action": "iam:*", "Resource": "*"}
         ]});
         let out = with_expiry(&p, 1_800_000_000_000);
-        assert_eq!(out["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"], "2027-01-15T08:00:00Z");
-        assert_eq!(out["Statement"][1]["Condition"]["DateLessThan"]["aws:CurrentTime"], "2000-01-01T00:00:00Z", "an earlier end stays");
+        assert_eq!(
+            out["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            "2027-01-15T08:00:00Z"
+        );
+        assert_eq!(
+            out["Statement"][1]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            "2000-01-01T00:00:00Z",
+            "an earlier end stays"
+        );
         assert!(out["Statement"][2].get("Condition").is_none());
         assert_eq!(out["Version"], "2012-10-17");
         assert!(user_for("arn:aws:iam::1:user/{{requester.id}}", "a b").is_err());

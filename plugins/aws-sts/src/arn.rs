@@ -15,4 +15,3 @@ pub fn is_iam_arn(arn: &str, kind: &str) -> bool {
             .is_some_and(|rest| !rest.is_empty() && !rest.ends_with('/'))
         && !arn.chars().any(|c| c.is_whitespace() || c.is_control())
 }
-

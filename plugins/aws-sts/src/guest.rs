@@ -59,7 +59,12 @@ impl crate::Host for WitHost {
             .map_err(error)
     }
 
-    fn put_role_policy(&mut self, role: &str, name: &str, doc: &str) -> Result<(), crate::AwsError> {
+    fn put_role_policy(
+        &mut self,
+        role: &str,
+        name: &str,
+        doc: &str,
+    ) -> Result<(), crate::AwsError> {
         aws::put_inline_policy(&aws::IamTarget::Role(role.into()), name, doc).map_err(error)
     }
 
@@ -104,8 +109,14 @@ impl Guest for AwsSts {
             RevokeReason::Ended => crate::RevokeReason::Ended,
             RevokeReason::Rollback => crate::RevokeReason::Rollback,
         };
-        crate::revoke(&mut WitHost, &req.settings, &req.request.id, reason, req.now)
-            .map_err(connector_error)
+        crate::revoke(
+            &mut WitHost,
+            &req.settings,
+            &req.request.id,
+            reason,
+            req.now,
+        )
+        .map_err(connector_error)
     }
 
     fn credentials(req: CredentialsRequest) -> Result<CredentialSet, ConnectorError> {

@@ -37,6 +37,11 @@ mod arn;
 
 pub use arn::is_iam_arn;
 
+mod errors;
+
+use errors::aws_error;
+pub use errors::{AwsError, ConnectorError};
+
 /// A complaint about the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingError {
@@ -65,15 +70,21 @@ pub struct Settings {
 
 /// Check and parse the settings; every problem is reported.
 pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
-    let v: Value = serde_json::from_str(settings)
-        .map_err(|e| vec![err("", format!("not JSON: {e}"))])?;
+    let v: Value =
+        serde_json::from_str(settings).map_err(|e| vec![err("", format!("not JSON: {e}"))])?;
     let Value::Object(o) = v else {
         return Err(vec![err("", "settings must be an object")]);
     };
     let mut errors = Vec::new();
     for k in o.keys() {
-        if !["role_arn", "session_policy", "policy_arns", "max_session_seconds", "tags"]
-            .contains(&k.as_str())
+        if ![
+            "role_arn",
+            "session_policy",
+            "policy_arns",
+            "max_session_seconds",
+            "tags",
+        ]
+        .contains(&k.as_str())
         {
             errors.push(err(
                 k,
@@ -86,7 +97,9 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
         Some(Value::String(s)) => {
             errors.push(err(
                 "role_arn",
-                format!("`{s}` is not an IAM role ARN, e.g. arn:aws:iam::123456789012:role/prod-admin"),
+                format!(
+                    "`{s}` is not an IAM role ARN, e.g. arn:aws:iam::123456789012:role/prod-admin"
+                ),
             ));
             String::new()
         }
@@ -95,7 +108,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
             String::new()
         }
         None => {
-            errors.push(err("role_arn", "required: the role to mint credentials for"));
+            errors.push(err(
+                "role_arn",
+                "required: the role to mint credentials for",
+            ));
             String::new()
         }
     };
@@ -120,7 +136,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
             Some(text)
         }
         Some(_) => {
-            errors.push(err("session_policy", "must be a policy document (an object)"));
+            errors.push(err(
+                "session_policy",
+                "must be a policy document (an object)",
+            ));
             None
         }
     };
@@ -172,7 +191,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
                 }
                 match v.as_str() {
                     Some(s) if s.len() <= 256 => tags.push((k.clone(), s.to_owned())),
-                    _ => errors.push(err(&path, "tag values are strings of at most 256 characters")),
+                    _ => errors.push(err(
+                        &path,
+                        "tag values are strings of at most 256 characters",
+                    )),
                 }
             }
         }
@@ -208,34 +230,6 @@ pub struct Creds {
     pub secret_access_key: String,
     pub session_token: String,
     pub expiration: i64,
-}
-
-/// The host's AWS errors, reduced to what the connector decides on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AwsError {
-    /// Not configured, not allowed, denied by AWS, bad input: retrying will not help.
-    Permanent(String),
-    /// Does not exist.
-    NoSuchEntity(String),
-    /// Throttled or failed: a retry may help.
-    Transient(String),
-}
-
-/// A connector error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectorError {
-    Unsupported(String),
-    InvalidSettings(String),
-    Denied(String),
-    Transient(String),
-    Failed(String),
-}
-
-fn aws_error(e: AwsError) -> ConnectorError {
-    match e {
-        AwsError::Permanent(m) | AwsError::NoSuchEntity(m) => ConnectorError::Denied(m),
-        AwsError::Transient(m) => ConnectorError::Transient(m),
-    }
 }
 
 fn settings(text: &str) -> Result<Settings, ConnectorError> {
@@ -287,7 +281,11 @@ pub fn revoke_policy(request_id: &str, now_ms: i64) -> String {
 }
 
 /// `grant`: check that the role can be assumed; the handle names it.
-pub fn grant(host: &mut impl Host, settings_text: &str, expires_at: i64) -> Result<(String, String), ConnectorError> {
+pub fn grant(
+    host: &mut impl Host,
+    settings_text: &str,
+    expires_at: i64,
+) -> Result<(String, String), ConnectorError> {
     let s = settings(settings_text)?;
     host.assume_role(&s, Some(900)).map_err(aws_error)?;
     let mut h = Map::new();
@@ -305,7 +303,8 @@ pub fn grant(host: &mut impl Host, settings_text: &str, expires_at: i64) -> Resu
 /// `credentials`: fresh credentials, never longer than the window left (the host enforces it).
 pub fn credentials(host: &mut impl Host, settings_text: &str) -> Result<Creds, ConnectorError> {
     let s = settings(settings_text)?;
-    host.assume_role(&s, s.max_session_seconds).map_err(aws_error)
+    host.assume_role(&s, s.max_session_seconds)
+        .map_err(aws_error)
 }
 
 /// `revoke`.
@@ -373,11 +372,22 @@ mod tests {
         assert!(parse(ROLE).is_ok());
         let e = parse(r#"{"role_arn": "arn:aws:iam::123:role/x", "tags": {"sallyport-x": "y"}, "max_session_seconds": 10, "colour": 1}"#).unwrap_err();
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["colour", "role_arn", "max_session_seconds", "tags.sallyport-x"]);
+        assert_eq!(
+            paths,
+            vec![
+                "colour",
+                "role_arn",
+                "max_session_seconds",
+                "tags.sallyport-x"
+            ]
+        );
         assert!(parse("{}").unwrap_err()[0].message.contains("required"));
         assert!(parse(r#"{"role_arn": "arn:aws:iam::123456789012:user/x"}"#).is_err());
         assert!(parse(r#"{"role_arn": "arn:aws:iam::123456789012:role/x", "session_policy": {"Version": "2012-10-17"}}"#).is_err());
-        assert!(is_iam_arn("arn:aws:iam::aws:policy/ReadOnlyAccess", "policy"));
+        assert!(is_iam_arn(
+            "arn:aws:iam::aws:policy/ReadOnlyAccess",
+            "policy"
+        ));
     }
 
     #[test]
@@ -385,7 +395,10 @@ mod tests {
         let mut h = Fake::default();
         let (handle, summary) = grant(&mut h, ROLE, 0).expect("grant");
         assert!(handle.contains("role/admin") && summary.contains("until 1970"));
-        assert_eq!(h.calls, vec!["assume arn:aws:iam::123456789012:role/admin Some(900)"]);
+        assert_eq!(
+            h.calls,
+            vec!["assume arn:aws:iam::123456789012:role/admin Some(900)"]
+        );
         revoke(&mut h, ROLE, "req-1", RevokeReason::Ended, 1_000).expect("revoke");
         assert!(h.calls[1].contains("sallyport-revoked-req-1"));
         assert!(h.calls[1].contains("aws:TokenIssueTime") && h.calls[1].contains("\"req-1\""));
@@ -396,6 +409,9 @@ mod tests {
             fail: Some(AwsError::Permanent("AccessDenied".into())),
             ..Fake::default()
         };
-        assert!(matches!(grant(&mut h, ROLE, 0), Err(ConnectorError::Denied(_))));
+        assert!(matches!(
+            grant(&mut h, ROLE, 0),
+            Err(ConnectorError::Denied(_))
+        ));
     }
 }

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, RequestId};
+use crate::secret::same;
 use crate::service::{Caller, ServiceError};
 use crate::store::TokenScope;
 
@@ -114,19 +115,6 @@ pub fn csrf_for(session: &str) -> String {
     h.update(b"sallyport-csrf\0");
     h.update(session.as_bytes());
     hex::encode(&h.finalize()[..20])
-}
-
-/// Equal, in time that does not depend on where they differ.
-pub fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A random URL-safe secret of 32 bytes.
-pub fn random_secret() -> String {
-    let mut b = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
-    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
 }
 
 /// A signed-in browser user.

@@ -10,13 +10,14 @@ use serde_json::Value;
 
 use super::{
     ClientAddr, PAGE_CSP, PRE_COOKIE, SESSION_COOKIE, WebError, WebForm, WebUser, cookie, csrf_for,
-    enc, html_headers, random_secret, same,
+    enc, html_headers,
 };
 use crate::domain::{
     Channel, Millis, PolicyOutcome, Request, Requirement, State as ReqState, Verdict,
     format_duration, parse_duration,
 };
 use crate::http::AppState;
+use crate::secret::{random_b64, same};
 use crate::service::{CreateInput, ListQuery, ListScope, now_ms, token_hash};
 use crate::store::{AuditFilter, TokenScope, WriteCtx};
 
@@ -287,7 +288,7 @@ async fn signin_page(
     let next = safe_next(q.next.as_deref());
     let (pre, set) = match cookie(&headers, PRE_COOKIE) {
         Some(p) => (p, false),
-        None => (random_secret(), true),
+        None => (random_b64(), true),
     };
     let dev_users = if st.dev {
         policy
@@ -435,7 +436,7 @@ async fn signin_oidc(
             WebError::new(StatusCode::BAD_GATEWAY, "Sign-in is unavailable", e)
         })?;
     // Bind the flow to this browser: the callback must come with the same pre-sign-in cookie.
-    let pre = cookie(&headers, PRE_COOKIE).unwrap_or_else(random_secret);
+    let pre = cookie(&headers, PRE_COOKIE).unwrap_or_else(random_b64);
     let mut data = started.data;
     data["pre"] = Value::String(token_hash(&pre));
     st.service
@@ -1333,22 +1334,7 @@ async fn audit_export(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, WebError> {
     let events = audit_records(&st, &user, &q).await?;
-    let mut body = String::new();
-    for e in &events {
-        body.push_str(&crate::http::views::audit(e).to_string());
-        body.push('\n');
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"sallyport-audit.jsonl\"",
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(crate::http::views::audit_jsonl(&events))
 }
 
 // ---------------------------------------------------------------------------------------------
