@@ -499,6 +499,37 @@ async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
         .expect("home");
     assert_eq!(res.status(), 303, "an API token is not a session");
 
+    // Tokens expire, and a revoked one stops working at once.
+    let (expired, _) = server
+        .app
+        .service
+        .issue_token(&alice, "short", 0, Channel::Api, &WriteCtx::default())
+        .await
+        .expect("token");
+    let me = |t: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/me");
+        async move {
+            http.get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .expect("me")
+                .status()
+        }
+    };
+    assert_eq!(me(expired).await, 401, "an expired token works");
+    assert_eq!(me(api.clone()).await, 200);
+    let caller = server.app.service.authenticate(&api).await.expect("caller");
+    let id = caller.token_id.clone().expect("token id");
+    server
+        .app
+        .service
+        .revoke_token(&caller, &id, &WriteCtx::default())
+        .await
+        .expect("revoke");
+    assert_eq!(me(api).await, 401, "a revoked token works");
+
     // Unknown pages are HTML for browsers, JSON for the API.
     let res = http
         .get(format!("{base}/nope"))

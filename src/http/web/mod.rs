@@ -369,3 +369,39 @@ pub fn not_found_page(st: &AppState, request_id: &str) -> Response {
         None,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web(url: &str) -> Web {
+        Web::new(url::Url::parse(url).expect("url")).expect("web")
+    }
+
+    /// `Secure` everywhere but plain http on loopback (dev); always HttpOnly and SameSite=Lax.
+    #[test]
+    fn session_cookies_are_secure_except_on_loopback_http() {
+        for (url, secure) in [
+            ("https://sallyport.example.com/", true),
+            ("http://sallyport.example.com/", true),
+            ("http://10.0.0.5:8080/", true),
+            ("http://127.0.0.1:8080/", false),
+            ("http://localhost:8080/", false),
+            ("http://[::1]:8080/", false),
+        ] {
+            let c = web(url).cookie(SESSION_COOKIE, "v", 60);
+            let c = c.to_str().expect("ascii");
+            assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+            assert_eq!(c.contains("; Secure"), secure, "{url}: {c}");
+        }
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session_and_compare_exactly() {
+        let (a, b) = (csrf_for("spt_a"), csrf_for("spt_b"));
+        assert_ne!(a, b);
+        assert!(same(&a, &csrf_for("spt_a")));
+        assert!(!same(&a, &a[..a.len() - 1]));
+        assert!(!same(&a, ""));
+    }
+}
