@@ -48,6 +48,7 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     worker: Option<JoinHandle<()>>,
+    notify_task: Option<JoinHandle<()>>,
     options: Options,
 }
 
@@ -91,6 +92,15 @@ impl App {
         if public_url.port() == Some(0) {
             let _ = public_url.set_port(Some(addr.port()));
         }
+        let notifier = Arc::new(
+            crate::notify::Notifier::new(
+                service.clone(),
+                public_url.clone(),
+                options.dev,
+                format!("{}-{}", hostname(), &uuid::Uuid::new_v4().to_string()[..8]),
+            )
+            .map_err(|e| anyhow::anyhow!("the notifier cannot start: {e}"))?,
+        );
         let web = crate::http::web::Web::new(public_url)
             .map_err(|e| anyhow::anyhow!("the web UI's templates are broken: {e}"))?;
         let state = AppState {
@@ -117,15 +127,18 @@ impl App {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        let mut notify_task = None;
         let worker = if options.no_worker {
             None
         } else {
+            notify_task = Some(tokio::spawn(notifier.clone().run(rx.clone())));
             let cfg = WorkerConfig {
                 id: format!("{}-{}", hostname(), &uuid::Uuid::new_v4().to_string()[..8]),
                 lease_ms: jobs_cfg.lease_ms,
                 concurrency: jobs_cfg.concurrency,
                 provision_attempts: jobs_cfg.provision_attempts,
                 retry_max_ms: jobs_cfg.retry_max_ms,
+                notifier: Some(notifier.clone()),
             };
             let grace = options.shutdown_grace.unwrap_or(Duration::from_secs(10));
             Some(tokio::spawn(jobs::run(service.clone(), cfg, rx, grace)))
@@ -139,6 +152,7 @@ impl App {
             shutdown: tx,
             server,
             worker,
+            notify_task,
             options,
         })
     }
@@ -154,6 +168,9 @@ impl App {
         let _ = self.server.await;
         if let Some(w) = self.worker {
             let _ = w.await;
+        }
+        if let Some(n) = self.notify_task {
+            let _ = n.await;
         }
         self.store.close().await;
     }

@@ -68,6 +68,11 @@ struct RawConfig {
     jobs: RawJobs,
     aws: Option<RawAws>,
     oidc: Option<RawOidc>,
+    smtp: Option<RawSmtp>,
+    #[serde(default)]
+    notify: RawNotify,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
@@ -151,6 +156,39 @@ struct RawAws {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    password_secret: Option<String>,
+    from: String,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    expiring_lead: Option<String>,
+    #[serde(default)]
+    watchers: Vec<String>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    name: String,
+    url: Option<String>,
+    url_secret: Option<String>,
+    format: Option<String>,
+    signing_secret: Option<String>,
+    events: Option<Vec<String>>,
+    entitlements: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
 struct RawSecret {
     env: Option<String>,
     file: Option<PathBuf>,
@@ -184,6 +222,10 @@ struct RawEntitlement {
     pending_ttl: Option<String>,
     #[serde(default)]
     break_glass: bool,
+    #[serde(default)]
+    link_only_approval: bool,
+    #[serde(default)]
+    watchers: Vec<String>,
     connector: RawPluginUse,
     approval: RawPluginUse,
 }
@@ -288,6 +330,105 @@ pub struct OidcConfig {
     pub display_name: String,
 }
 
+/// How Sallyport talks to its mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (refused if the server cannot).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only to a server on loopback.
+    Plain,
+}
+
+/// `[smtp]`: the mail server.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Host name (checked against the TLS certificate).
+    pub host: String,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 for plain unless set).
+    pub port: u16,
+    /// Encryption.
+    pub security: SmtpSecurity,
+    /// User name for AUTH, if any.
+    pub username: Option<String>,
+    /// The secret (under `[secrets]`) holding the password.
+    pub password_secret: Option<String>,
+    /// `From:` address, e.g. `Sallyport <sallyport@example.com>`.
+    pub from: String,
+    /// Connection and command timeout.
+    pub timeout: std::time::Duration,
+}
+
+/// `[notify]`: what people are told, when.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// How long before a grant ends its holder is warned.
+    pub expiring_lead_secs: u64,
+    /// Told about every request's outcome (addresses or user ids).
+    pub watchers: Vec<String>,
+    /// Attempts at one delivery before it is given up.
+    pub max_attempts: u32,
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// Sallyport's JSON, signed with HMAC-SHA256 (`X-Sallyport-Signature`).
+    Json,
+    /// A Slack incoming webhook message.
+    Slack,
+    /// A Microsoft Teams message with an Adaptive Card.
+    Teams,
+}
+
+/// `[[webhooks]]`: one receiver of notifications.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Name (in logs and deliveries).
+    pub name: String,
+    /// The URL, given inline.
+    pub url: Option<String>,
+    /// The secret holding the URL (Slack and Teams URLs are credentials).
+    pub url_secret: Option<String>,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// The secret holding the HMAC key (required for `json`).
+    pub signing_secret: Option<String>,
+    /// Topics sent (all when empty).
+    pub events: Vec<String>,
+    /// Entitlement patterns (`aws/prod/*`); all when empty.
+    pub entitlements: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// Does this webhook want `topic` about `entitlement`?
+    pub fn wants(&self, topic: &str, entitlement: &str) -> bool {
+        (self.events.is_empty() || self.events.iter().any(|e| e == topic))
+            && (self.entitlements.is_empty()
+                || self.entitlements.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => entitlement.starts_with(prefix),
+                    None => p == entitlement,
+                }))
+    }
+}
+
+/// Topics a notification can be about.
+pub const TOPICS: &[&str] = &[
+    "review_needed",
+    "approved",
+    "denied",
+    "active",
+    "expiring",
+    "expired",
+    "revoked",
+    "ended",
+    "cancelled",
+    "timed_out",
+    "failed",
+    "break_glass",
+];
+
 /// A user of the static directory (and the dev-mode user picker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -321,6 +462,10 @@ pub struct EntitlementConfig {
     pub connector: PluginUse,
     /// The approval policy.
     pub approval: PluginUse,
+    /// An e-mailed approval link acts without signing in (possession of the link suffices).
+    pub link_only_approval: bool,
+    /// Told about this entitlement's outcomes (addresses or user ids).
+    pub watchers: Vec<String>,
 }
 
 /// The whole configuration, checked.
@@ -344,6 +489,12 @@ pub struct Config {
     pub aws: Option<AwsConfig>,
     /// OpenID Connect sign-in, when configured.
     pub oidc: Option<OidcConfig>,
+    /// The mail server (none: no e-mail, or the outbox page in dev mode).
+    pub smtp: Option<SmtpConfig>,
+    /// Notification settings.
+    pub notify: NotifyConfig,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookConfig>,
     /// Secrets, resolved.
     pub secrets: SecretStore,
     /// Static users.
@@ -369,6 +520,14 @@ fn valid_id(id: &str) -> bool {
                     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
                 })
         })
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback_host(h: &str) -> bool {
+    h == "localhost"
+        || h.trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -656,6 +815,176 @@ impl Config {
             }
         });
 
+        // [smtp], [notify], [[webhooks]]
+        let secret_defined = |n: &str| raw.secrets.contains_key(n);
+        let smtp = raw.smtp.map(|m| {
+            let security = match m.security.as_deref().unwrap_or("starttls") {
+                "starttls" => SmtpSecurity::StartTls,
+                "tls" => SmtpSecurity::Tls,
+                "plain" => SmtpSecurity::Plain,
+                other => {
+                    problem(
+                        "smtp.security".into(),
+                        format!("`{other}`: use `starttls`, `tls` or `plain`"),
+                    );
+                    SmtpSecurity::StartTls
+                }
+            };
+            if m.host.trim().is_empty() || m.host.contains(['/', ' ', ':']) {
+                problem(
+                    "smtp.host".into(),
+                    format!("`{}` is not a host name", m.host),
+                );
+            }
+            if security == SmtpSecurity::Plain && !is_loopback_host(&m.host) {
+                problem(
+                    "smtp.security".into(),
+                    format!(
+                        "`plain` sends mail and passwords unencrypted: allowed only to a server on loopback, not `{}`; use `starttls` or `tls`",
+                        m.host
+                    ),
+                );
+            }
+            if let Some(n) = &m.password_secret
+                && !secret_defined(n)
+            {
+                problem(
+                    "smtp.password_secret".into(),
+                    format!("secret `{n}` is not defined under [secrets]"),
+                );
+            }
+            if m.password_secret.is_some() != m.username.is_some() {
+                problem(
+                    "smtp.username".into(),
+                    "give both username and password_secret, or neither".into(),
+                );
+            }
+            if m.from.parse::<lettre::message::Mailbox>().is_err() {
+                problem(
+                    "smtp.from".into(),
+                    format!(
+                        "`{}` is not an address, e.g. `Sallyport <sallyport@example.com>`",
+                        m.from
+                    ),
+                );
+            }
+            let timeout = m
+                .timeout
+                .as_deref()
+                .map_or(Ok(10), parse_duration)
+                .unwrap_or_else(|e| {
+                    problem("smtp.timeout".into(), e);
+                    10
+                });
+            SmtpConfig {
+                port: m.port.unwrap_or(match security {
+                    SmtpSecurity::StartTls => 587,
+                    SmtpSecurity::Tls => 465,
+                    SmtpSecurity::Plain => 25,
+                }),
+                host: m.host,
+                security,
+                username: m.username,
+                password_secret: m.password_secret,
+                from: m.from,
+                timeout: std::time::Duration::from_secs(timeout.clamp(1, 300)),
+            }
+        });
+        let expiring_lead_secs = match raw.notify.expiring_lead.as_deref() {
+            None => 15 * 60,
+            Some(t) => parse_duration(t).unwrap_or_else(|e| {
+                problem("notify.expiring_lead".into(), e);
+                15 * 60
+            }),
+        };
+        let mut check_watchers = |path: String, list: &[String]| {
+            for w in list {
+                if !valid_name(w) {
+                    problem(
+                        path.clone(),
+                        format!("`{w}` is neither an e-mail address nor a user id"),
+                    );
+                }
+            }
+        };
+        check_watchers("notify.watchers".into(), &raw.notify.watchers);
+        let notify = NotifyConfig {
+            expiring_lead_secs,
+            watchers: raw.notify.watchers.clone(),
+            max_attempts: raw.notify.max_attempts.unwrap_or(40).clamp(1, 1000),
+        };
+        let mut webhooks = Vec::new();
+        let mut hook_names = BTreeSet::new();
+        for (i, w) in raw.webhooks.into_iter().enumerate() {
+            let path = format!("webhooks[{i}] ({})", w.name);
+            if !valid_name(&w.name) || !hook_names.insert(w.name.clone()) {
+                problem(
+                    format!("{path}.name"),
+                    "give each webhook a unique name (letters, digits, - _ .)".into(),
+                );
+            }
+            let format = match w.format.as_deref().unwrap_or("json") {
+                "json" => WebhookFormat::Json,
+                "slack" => WebhookFormat::Slack,
+                "teams" => WebhookFormat::Teams,
+                other => {
+                    problem(
+                        format!("{path}.format"),
+                        format!("`{other}`: use `json`, `slack` or `teams`"),
+                    );
+                    WebhookFormat::Json
+                }
+            };
+            match (&w.url, &w.url_secret) {
+                (Some(u), None) => match url::Url::parse(u) {
+                    Ok(parsed) if parsed.scheme() == "https" => {}
+                    Ok(parsed) if parsed.scheme() == "http" && parsed.host_str().is_some_and(is_loopback_host) => {}
+                    _ => problem(
+                        format!("{path}.url"),
+                        format!("`{u}` must be an https URL (http only on loopback)"),
+                    ),
+                },
+                (None, Some(n)) if !secret_defined(n) => problem(
+                    format!("{path}.url_secret"),
+                    format!("secret `{n}` is not defined under [secrets]"),
+                ),
+                (None, Some(_)) => {}
+                _ => problem(
+                    format!("{path}.url"),
+                    "give `url` or `url_secret` (one of them)".into(),
+                ),
+            }
+            match &w.signing_secret {
+                Some(n) if !secret_defined(n) => problem(
+                    format!("{path}.signing_secret"),
+                    format!("secret `{n}` is not defined under [secrets]"),
+                ),
+                None if format == WebhookFormat::Json => problem(
+                    format!("{path}.signing_secret"),
+                    "a `json` webhook is signed: name the secret holding its HMAC key".into(),
+                ),
+                _ => {}
+            }
+            let events = w.events.unwrap_or_default();
+            for e in &events {
+                if !TOPICS.contains(&e.as_str()) {
+                    problem(
+                        format!("{path}.events"),
+                        format!("`{e}` is not one of {}", TOPICS.join(", ")),
+                    );
+                }
+            }
+            webhooks.push(WebhookConfig {
+                name: w.name,
+                url: w.url,
+                url_secret: w.url_secret,
+                format,
+                signing_secret: w.signing_secret,
+                events,
+                entitlements: w.entitlements.unwrap_or_default(),
+            });
+        }
+
         // [plugins]
         let mut plugin_capabilities = BTreeMap::new();
         for (name, caps) in raw.plugins.capabilities {
@@ -797,6 +1126,18 @@ impl Config {
                     plugin: e.approval.plugin,
                     settings: approval,
                 },
+                link_only_approval: e.link_only_approval,
+                watchers: {
+                    for w in &e.watchers {
+                        if !valid_name(w) {
+                            problem(
+                                format!("{path}.watchers"),
+                                format!("`{w}` is neither an e-mail address nor a user id"),
+                            );
+                        }
+                    }
+                    e.watchers
+                },
             });
         }
 
@@ -833,6 +1174,9 @@ impl Config {
             },
             aws,
             oidc,
+            smtp,
+            notify,
+            webhooks,
             secrets,
             users,
             entitlements,

@@ -27,7 +27,11 @@
 //! - [`store`]: the only module that speaks SQL. One [`store::Store`] trait; one SQL
 //!   implementation for SQLite and PostgreSQL with their differences in `store/sqlite.rs` and
 //!   `store/postgres.rs`; migrations in `migrations/`.
-//! - [`jobs`]: the durable queue's worker (provision, revoke, expire, time out).
+//! - [`jobs`]: the durable queue's worker (provision, revoke, expire, time out, notify).
+//! - [`notify`]: notifications. A `notify` job turns a request's new audit events into rows of
+//!   the `deliveries` outbox (reviewers, requester, watchers, webhooks); the notifier's loop
+//!   sends them (lettre SMTP, signed JSON / Slack / Teams webhooks, or the dev outbox page)
+//!   with retry and backoff. Review mails carry one-click approval links.
 //! - [`audit`]: the hash chain and its verifier.
 //! - [`plugin`]: the only user of wasmtime. Loads components, checks their imports against their
 //!   manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.
@@ -78,6 +82,11 @@
 //!   revocable. Single-use secrets (OIDC state, CLI login codes) are stored hashed and taken
 //!   with one `DELETE … RETURNING`.
 //! - **Pages change nothing on GET,** and every form POST is CSRF-checked before any write.
+//! - **Approval links are no skeleton keys.** A link's 256-bit token is stored only hashed,
+//!   bound to the request, the reviewer and the action, used once (with its sibling), dead
+//!   once the request is decided or would time out. GET only shows a confirmation page; the
+//!   POST acts, and only for the reviewer signed in (unless the entitlement sets
+//!   `link_only_approval`). Outbox rows hold no secrets: links are minted at send time.
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 
@@ -92,6 +101,7 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod notify;
 pub mod plugin;
 pub mod policy;
 pub mod secret;

@@ -6,6 +6,7 @@
 //! [`postgres`]. Every state change is written together with its audit events and its jobs in
 //! one transaction, with compare-and-set on the request's version.
 
+mod notify;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -265,6 +266,180 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts for metrics.
     async fn counts(&self) -> Result<Counts, StoreError>;
+
+    // --- Notifications (see `crate::notify`).
+
+    /// Remember a person who signed in (their groups as of now), for reviewer-group mail.
+    async fn remember_person(&self, p: &Principal, now: Millis) -> Result<(), StoreError>;
+
+    /// Everyone who has signed in.
+    async fn people(&self) -> Result<Vec<Principal>, StoreError>;
+
+    /// The last audit sequence number of `request_id` already turned into deliveries.
+    async fn notify_cursor(&self, request_id: &str) -> Result<i64, StoreError>;
+
+    /// Queue deliveries (ignoring keys already queued) and move the request's cursor to `seq`,
+    /// in one transaction.
+    async fn add_deliveries(
+        &self,
+        request_id: &str,
+        seq: i64,
+        deliveries: &[NewDelivery],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Claim due deliveries for `lease_ms`.
+    async fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Record a delivery's end: `sent`, `skipped` (no longer relevant) or `dead` (gave up).
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        state: DeliveryState,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Try a delivery again at `run_at`.
+    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str)
+    -> Result<(), StoreError>;
+
+    /// When the next queued delivery is due.
+    async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// A request's deliveries, oldest first.
+    async fn deliveries_for(&self, request_id: &str) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Store approval links (by the hashes of their tokens).
+    async fn insert_links(&self, links: &[ApprovalLink]) -> Result<(), StoreError>;
+
+    /// Forget approval links that were never sent.
+    async fn delete_links(&self, hashes: &[String]) -> Result<(), StoreError>;
+
+    /// An approval link by the hash of its token.
+    async fn find_link(&self, hash: &str) -> Result<Option<ApprovalLink>, StoreError>;
+
+    /// Use a link: of two concurrent users exactly one succeeds, and only while it is unused and
+    /// unexpired at `now`. Its sibling links (same request and reviewer) are used up with it.
+    async fn use_link(&self, hash: &str, now: Millis) -> Result<bool, StoreError>;
+
+    /// Keep a message in the dev-mode outbox.
+    async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError>;
+
+    /// The dev-mode outbox, newest first.
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
+}
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Makes queuing idempotent (`request/topic/channel/target[/seq]`).
+    pub key: String,
+    /// The request it is about.
+    pub request_id: String,
+    /// What happened (`review_needed`, `approved`...).
+    pub topic: String,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// A user id or address (email), or a webhook's name.
+    pub target: String,
+    /// The audit event it comes from.
+    pub event_seq: i64,
+    /// Not before.
+    pub run_at: Millis,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Row id.
+    pub id: i64,
+    /// See [`NewDelivery`].
+    pub request_id: String,
+    /// See [`NewDelivery`].
+    pub topic: String,
+    /// See [`NewDelivery`].
+    pub channel: String,
+    /// See [`NewDelivery`].
+    pub target: String,
+    /// See [`NewDelivery`].
+    pub event_seq: i64,
+    /// When it is (was) due.
+    pub run_at: Millis,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// `queued`, `sent`, `skipped` or `dead`.
+    pub state: String,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Handed to the mail server or webhook.
+    Sent,
+    /// No longer relevant (the request moved on).
+    Skipped,
+    /// Given up after too many attempts.
+    Dead,
+}
+
+impl DeliveryState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Skipped => "skipped",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+/// An approval link (never the token itself: its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalLink {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// The request.
+    pub request_id: String,
+    /// The reviewer it was sent to.
+    pub reviewer: String,
+    /// The reviewer as known when it was sent (acts for them with link-only approval).
+    pub principal: Principal,
+    /// `approve` or `deny`.
+    pub action: String,
+    /// Sent.
+    pub created_at: Millis,
+    /// Stops working (when the request would time out).
+    pub expires_at: Millis,
+    /// Used.
+    pub used_at: Option<Millis>,
+}
+
+/// A message in the dev-mode outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// To whom.
+    pub recipient: String,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub text_body: String,
+    /// HTML body.
+    pub html_body: String,
+    /// The request it is about.
+    pub request_id: String,
+    /// When.
+    pub created_at: Millis,
 }
 
 /// Connect to `url` (`sqlite://PATH` or `postgres://...`) and run migrations.

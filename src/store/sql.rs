@@ -9,8 +9,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    AuditFilter, Backend, Counts, Job, RequestFilter, Store, StoreError, TokenRecord, TokenScope,
-    WriteCtx, postgres, sqlite,
+    ApprovalLink, AuditFilter, Backend, Counts, Delivery, DeliveryState, Job, NewDelivery,
+    OutboxMessage, RequestFilter, Store, StoreError, TokenRecord, TokenScope, WriteCtx, postgres,
+    sqlite,
 };
 use crate::audit::{AuditRecord, Verifier, VerifyReport, chain_hash};
 use crate::domain::{Event, JobKind, JobSpec, Millis, PluginRef, Request, State, Transition};
@@ -18,13 +19,13 @@ use crate::domain::{Event, JobKind, JobSpec, Millis, PluginRef, Request, State, 
 /// The store, on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    backend: Backend,
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
     /// Where write transactions run. SQLite has one writer at a time: a pool of one
     /// connection queues writers in order (instead of spinning in SQLite's busy handler, which
     /// sleeps in growing steps) and keeps that connection's page cache warm. PostgreSQL writes
     /// through the main pool.
-    writer: AnyPool,
+    pub(super) writer: AnyPool,
     /// The audit chain's head as this process last wrote it (checked on every append).
     head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
@@ -108,18 +109,18 @@ fn chain_records(
 }
 
 /// A write transaction. The audit head it moved is cached once it commits.
-struct Tx {
+pub(super) struct Tx {
     tx: Transaction<'static, Any>,
     head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
     moved_head: Option<(i64, String)>,
 }
 
 impl Tx {
-    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    pub(super) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
     }
 
-    async fn commit(self) -> Result<(), sqlx::Error> {
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
         if let Some(h) = self.moved_head {
             *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
@@ -132,7 +133,7 @@ impl Tx {
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
@@ -175,7 +176,7 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Tx, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<Tx, StoreError> {
         let begin = match self.backend {
             Backend::Sqlite => sqlite::BEGIN_WRITE,
             Backend::Postgres => postgres::BEGIN_WRITE,
@@ -904,5 +905,94 @@ impl Store for SqlStore {
             .await?;
         c.audit_events = row.try_get("seq")?;
         Ok(c)
+    }
+
+    async fn remember_person(
+        &self,
+        p: &crate::domain::Principal,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.remember_person_sql(p, now).await
+    }
+
+    async fn people(&self) -> Result<Vec<crate::domain::Principal>, StoreError> {
+        self.people_sql().await
+    }
+
+    async fn notify_cursor(&self, request_id: &str) -> Result<i64, StoreError> {
+        self.notify_cursor_sql(request_id).await
+    }
+
+    async fn add_deliveries(
+        &self,
+        request_id: &str,
+        seq: i64,
+        deliveries: &[NewDelivery],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.add_deliveries_sql(request_id, seq, deliveries, now)
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.claim_deliveries_sql(worker, now, lease_ms, limit)
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        state: DeliveryState,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.finish_delivery_sql(id, state, note, now).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        run_at: Millis,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.retry_delivery_sql(id, run_at, error).await
+    }
+
+    async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.next_delivery_due_sql().await
+    }
+
+    async fn deliveries_for(&self, request_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries_for_sql(request_id).await
+    }
+
+    async fn insert_links(&self, links: &[ApprovalLink]) -> Result<(), StoreError> {
+        self.insert_links_sql(links).await
+    }
+
+    async fn delete_links(&self, hashes: &[String]) -> Result<(), StoreError> {
+        self.delete_links_sql(hashes).await
+    }
+
+    async fn find_link(&self, hash: &str) -> Result<Option<ApprovalLink>, StoreError> {
+        self.find_link_sql(hash).await
+    }
+
+    async fn use_link(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
+        self.use_link_sql(hash, now).await
+    }
+
+    async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError> {
+        self.put_outbox_sql(m).await
+    }
+
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.outbox_sql(limit).await
     }
 }

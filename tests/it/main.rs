@@ -5,6 +5,8 @@ mod browser_harness;
 mod crash;
 mod harness;
 mod lifecycle;
+mod mail_harness;
+mod notify;
 mod plugin_abuse;
 mod plugin_cli;
 mod plugin_http;

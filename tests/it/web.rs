@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot, set_width};
 use crate::harness::{Server, Target, eventually};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -65,7 +65,7 @@ settings = {{ stages = [{{ name = "team lead", groups = ["leads"], count = 1 }}]
     )
 }
 
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))
@@ -76,7 +76,7 @@ async fn text(c: &Client, css: &str) -> String {
         .expect("text")
 }
 
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))
@@ -310,7 +310,7 @@ async fn browser_request_approve_end_and_cli_login() {
 }
 
 /// A browser session for `user` without a browser: the cookie and its CSRF token.
-async fn session(server: &Server, user: &str, groups: &[&str]) -> (String, String) {
+pub(crate) async fn session(server: &Server, user: &str, groups: &[&str]) -> (String, String) {
     let p = Principal {
         id: user.into(),
         email: None,
@@ -334,7 +334,7 @@ async fn session(server: &Server, user: &str, groups: &[&str]) -> (String, Strin
     (format!("sallyport_session={token}"), csrf)
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

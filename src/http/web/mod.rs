@@ -11,6 +11,7 @@
 //! - **Rate limits** per client address on sign-in, per user on reviews.
 
 mod limit;
+mod links;
 mod oidc;
 mod pages;
 pub mod templates;
@@ -93,7 +94,9 @@ impl Web {
 
 /// The routes of the web UI.
 pub(super) fn routes(state: AppState) -> Router<AppState> {
-    pages::routes().layer(axum::middleware::from_fn_with_state(state, render_errors))
+    pages::routes()
+        .merge(links::routes())
+        .layer(axum::middleware::from_fn_with_state(state, render_errors))
 }
 
 /// A cookie's value from the request headers.

@@ -80,7 +80,7 @@ impl Nav {
         }
     }
 
-    async fn of(st: &AppState, u: &WebUser) -> Result<Nav, WebError> {
+    pub(super) async fn of(st: &AppState, u: &WebUser) -> Result<Nav, WebError> {
         let waiting = st
             .service
             .list(
@@ -118,7 +118,7 @@ struct Page<T: Serialize> {
     view: T,
 }
 
-fn render<T: Serialize>(
+pub(super) fn render<T: Serialize>(
     st: &AppState,
     template: &str,
     title: &str,
@@ -186,7 +186,7 @@ fn who(r: &Requirement) -> String {
     }
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -330,7 +330,7 @@ async fn signin_page(
     res
 }
 
-fn limited(wait: u64) -> Response {
+pub(super) fn limited(wait: u64) -> Response {
     let mut res = WebError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "Slow down",
@@ -343,17 +343,26 @@ fn limited(wait: u64) -> Response {
     res
 }
 
-fn pre_ok(headers: &HeaderMap, sent: &str) -> bool {
+pub(super) fn pre_ok(headers: &HeaderMap, sent: &str) -> bool {
     cookie(headers, PRE_COOKIE).is_some_and(|pre| same(sent, &csrf_for(&pre)))
 }
 
-async fn start_session(
+pub(super) async fn start_session(
     st: &AppState,
     principal: &crate::domain::Principal,
     ctx: &WriteCtx,
     next: &str,
 ) -> Result<Response, WebError> {
     let ttl = st.service.policy().config.auth.session_ttl_secs;
+    // Remembered (with today's groups) so reviewer groups can be mailed.
+    if let Err(e) = st
+        .service
+        .store()
+        .remember_person(principal, crate::service::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "could not remember who signed in");
+    }
     let (token, _) = st
         .service
         .issue_scoped_token(
@@ -1796,6 +1805,9 @@ mod tests {
             )
             .expect("error page");
         rendered.push(("error", err));
+        for (name, view) in super::super::links::sample_views(EVIL) {
+            rendered.push((name, page(&t, name, view)));
+        }
         for (name, html) in &rendered {
             assert!(!html.contains(EVIL), "{name}: raw hostile text");
             assert!(

@@ -35,6 +35,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../web/templates/cli_login.hbs"),
     ),
     ("error", include_str!("../../../web/templates/error.hbs")),
+    ("link", include_str!("../../../web/templates/link.hbs")),
+    (
+        "link_done",
+        include_str!("../../../web/templates/link_done.hbs"),
+    ),
+    ("outbox", include_str!("../../../web/templates/outbox.hbs")),
 ];
 
 /// Static files, as `(path under /static/, content type, body)`.

@@ -1,0 +1,61 @@
+-- People Sallyport has seen sign in (with their groups as of then), so notifications can reach
+-- the members of a reviewer group. Static `[[users]]` from the configuration count too.
+CREATE TABLE people (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    seen_at INTEGER NOT NULL
+);
+
+-- How far each request's audit events have been turned into deliveries.
+CREATE TABLE notify_cursor (
+    request_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+
+-- The notification outbox: one row per message to one recipient (an e-mail to a person, a
+-- webhook call). Delivered by the notifier with retries and backoff; `key` makes expansion
+-- idempotent. Rows hold no secrets: approval links are minted at send time.
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    locked_by TEXT,
+    locked_until INTEGER,
+    state TEXT NOT NULL DEFAULT 'queued',
+    done_at INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (state, run_at);
+CREATE INDEX deliveries_request ON deliveries (request_id);
+
+-- Approval links sent by e-mail: only the SHA-256 of the 256-bit token is stored, bound to the
+-- request, the reviewer and the action; single use; expiring with the request.
+CREATE TABLE approval_links (
+    hash TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE INDEX approval_links_request ON approval_links (request_id, reviewer);
+
+-- Dev mode without SMTP: the messages Sallyport would have sent, shown on the outbox page.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    text_body TEXT NOT NULL,
+    html_body TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
