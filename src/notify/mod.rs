@@ -219,7 +219,7 @@ impl Notifier {
         watchers.dedup();
         let mut out: Vec<NewDelivery> = Vec::new();
         let mut push = |topic: &str, channel: &str, target: String, seq: i64, run_at: Millis| {
-            let key = if topic == "review_needed" {
+            let key = if topic == "review_needed" && channel == "email" {
                 // One review request per reviewer per request, however often stages change.
                 format!("{}/{topic}/{channel}/{target}", r.id)
             } else {
