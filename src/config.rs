@@ -938,7 +938,9 @@ impl Config {
             match (&w.url, &w.url_secret) {
                 (Some(u), None) => match url::Url::parse(u) {
                     Ok(parsed) if parsed.scheme() == "https" => {}
-                    Ok(parsed) if parsed.scheme() == "http" && parsed.host_str().is_some_and(is_loopback_host) => {}
+                    Ok(parsed)
+                        if parsed.scheme() == "http"
+                            && parsed.host_str().is_some_and(is_loopback_host) => {}
                     _ => problem(
                         format!("{path}.url"),
                         format!("`{u}` must be an https URL (http only on loopback)"),
@@ -1228,6 +1230,68 @@ settings = { stages = [{ groups = ["leads"], count = 1 }] }
         assert_eq!(e.rules.pending_ttl_secs, 86_400);
         assert!(e.approval.settings.contains("\"leads\""));
         assert_eq!(c.database.url.expose(), "sqlite:///etc/sp/sallyport.db");
+    }
+
+    #[test]
+    fn notifications_are_checked() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("{extra}\n{GOOD}"),
+                Path::new("."),
+                ParseOptions::default(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let ok = parse(
+            r#"
+[smtp]
+host = "127.0.0.1"
+security = "plain"
+from = "Sallyport <sp@example.com>"
+[notify]
+expiring_lead = "10m"
+[[webhooks]]
+name = "chat"
+url = "https://hooks.example.com/x"
+format = "slack"
+events = ["approved"]
+"#,
+        )
+        .expect("good notify config");
+        let smtp = ok.smtp.expect("smtp");
+        assert_eq!((smtp.port, smtp.security), (25, SmtpSecurity::Plain));
+        assert_eq!(ok.notify.expiring_lead_secs, 600);
+        assert!(ok.webhooks[0].wants("approved", "any/thing"));
+        assert!(!ok.webhooks[0].wants("denied", "any/thing"));
+        for (bad, says) in [
+            (
+                "[smtp]\nhost = \"mail.example.com\"\nsecurity = \"plain\"\nfrom = \"a@b.c\"",
+                "loopback",
+            ),
+            (
+                "[smtp]\nhost = \"mail.example.com\"\nfrom = \"not an address\"",
+                "smtp.from",
+            ),
+            (
+                "[smtp]\nhost = \"mail.example.com\"\nfrom = \"a@b.c\"\npassword_secret = \"nope\"",
+                "not defined",
+            ),
+            (
+                "[[webhooks]]\nname = \"j\"\nurl = \"https://x.example.com/\"",
+                "signing_secret",
+            ),
+            (
+                "[[webhooks]]\nname = \"j\"\nurl = \"http://x.example.com/\"\nformat = \"slack\"",
+                "https",
+            ),
+            (
+                "[[webhooks]]\nname = \"j\"\nurl = \"https://x.example.com/\"\nformat = \"slack\"\nevents = [\"approve\"]",
+                "`approve` is not one of",
+            ),
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

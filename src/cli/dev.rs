@@ -201,8 +201,10 @@ pub async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
   policy: {policy}
   users:  alice (eng) · bob (eng, leads) · carol (security) · dave (platform admin, auditor)
 
-Open {url}/ in a browser and sign in as any demo user (no password in dev mode),
-or try it in another terminal (the binary is target/release/sallyport after `cargo build --release`):
+Open {url}/ in a browser and sign in as any demo user (no password in dev mode).
+There is no mail server in dev mode: the mail Sallyport would send (approval requests with
+Approve / Deny links, "your access is active"...) lands in {url}/outbox, and its links work.
+Or try it in another terminal (the binary is target/release/sallyport after `cargo build --release`):
   export SALLYPORT_SERVER={url}
   sallyport login --dev-user alice
   sallyport entitlements

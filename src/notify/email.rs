@@ -172,7 +172,11 @@ impl Mailer {
     /// Render one message.
     pub fn render(&self, m: &MailInput<'_>) -> Result<RenderedMail, String> {
         let r = m.request;
-        let requester = r.requester.name.clone().unwrap_or_else(|| r.requester.id.clone());
+        let requester = r
+            .requester
+            .name
+            .clone()
+            .unwrap_or_else(|| r.requester.id.clone());
         let ent = &r.entitlement;
         let ends = r.grant.as_ref().map(|g| when(g.expires_at));
         let ends_text = ends.clone().unwrap_or_default();
@@ -188,7 +192,9 @@ impl Mailer {
             "approved" => (
                 "Approved",
                 format!("{ent} was approved"),
-                format!("The request of {requester} for {ent} was approved; access is being put in place."),
+                format!(
+                    "The request of {requester} for {ent} was approved; access is being put in place."
+                ),
             ),
             "denied" => (
                 "Denied",
@@ -231,17 +237,23 @@ impl Mailer {
             "timed_out" => (
                 "Timed out",
                 format!("{ent} timed out"),
-                format!("Nobody decided the request of {requester} for {ent} in time; it was closed."),
+                format!(
+                    "Nobody decided the request of {requester} for {ent} in time; it was closed."
+                ),
             ),
             "failed" => (
                 "Failed",
                 format!("{ent} could not be granted"),
-                format!("Sallyport could not put access to {ent} in place for {requester}; nothing was granted."),
+                format!(
+                    "Sallyport could not put access to {ent} in place for {requester}; nothing was granted."
+                ),
             ),
             "break_glass" => (
                 "BREAK-GLASS",
                 format!("{requester} approved their own {ent}"),
-                format!("{requester} used break-glass to approve their own request for {ent}. Check that this was an emergency."),
+                format!(
+                    "{requester} used break-glass to approve their own request for {ent}. Check that this was an emergency."
+                ),
             ),
             other => return Err(format!("no e-mail for topic `{other}`")),
         };
@@ -321,10 +333,7 @@ pub async fn send_smtp(
         let password = secrets
             .get(name)
             .ok_or_else(|| format!("secret `{name}` is not available"))?;
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            password.expose().to_owned(),
-        ));
+        builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
     }
     let transport = builder.build();
     transport
@@ -332,4 +341,114 @@ pub async fn send_smtp(
         .await
         .map(|_| ())
         .map_err(|e| format!("SMTP {}:{}: {e}", smtp.host, smtp.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Grant, PluginRef, State};
+
+    const EVIL: &str = "<script>alert(1)</script>\r\nBcc: x@evil.example";
+
+    fn request() -> Request {
+        let p = Principal {
+            id: "alice".into(),
+            email: Some("alice@example.com".into()),
+            name: Some(EVIL.into()),
+            groups: vec![],
+        };
+        Request {
+            id: "r1".into(),
+            entitlement: "app/x".into(),
+            requester: p,
+            duration_secs: 3600,
+            justification: EVIL.into(),
+            ticket: Some(EVIL.into()),
+            state: State::Active,
+            created_at: 1,
+            updated_at: 1,
+            pending_until: 10_000,
+            break_glass_allowed: false,
+            requirements: vec![],
+            reviews: vec![],
+            reason: Some(EVIL.into()),
+            approval_reason: None,
+            break_glass: false,
+            decided_by: None,
+            grant: Some(Grant {
+                handle: serde_json::json!({}),
+                summary: "s".into(),
+                plugin: PluginRef {
+                    name: "p".into(),
+                    version: "1".into(),
+                    sha256: "h".into(),
+                },
+                activated_at: 1,
+                expires_at: 3_600_001,
+            }),
+            revocation: None,
+            version: 1,
+        }
+    }
+
+    /// Every topic renders both parts; hostile text is escaped in HTML and never breaks the
+    /// subject onto a second (header) line.
+    #[test]
+    fn every_topic_renders_and_escapes() {
+        let m = Mailer::new().expect("templates");
+        let r = request();
+        let links = ReviewLinks {
+            approve: "http://sp/link/a".into(),
+            deny: "http://sp/link/d".into(),
+        };
+        for topic in crate::config::TOPICS {
+            let out = m
+                .render(&MailInput {
+                    topic,
+                    request: &r,
+                    recipient: Some(&r.requester),
+                    deep_link: "http://sp/requests/r1".into(),
+                    review_links: Some(&links),
+                    link_only: false,
+                    expiring_lead_secs: 900,
+                })
+                .unwrap_or_else(|e| panic!("{topic}: {e}"));
+            assert!(
+                !out.subject.contains('\n') && !out.subject.contains('\r'),
+                "{topic}"
+            );
+            assert!(!out.html.contains("<script>"), "{topic}: {}", out.html);
+            assert!(out.html.contains("&lt;script&gt;"), "{topic}");
+            assert!(out.text.contains("http://sp/requests/r1"), "{topic}");
+            if *topic == "review_needed" {
+                assert!(out.text.contains("Approve: http://sp/link/a"));
+                assert!(out.html.contains("href=\"http://sp/link/d\""));
+            }
+        }
+    }
+
+    #[test]
+    fn minted_links_store_only_hashes_bound_to_reviewer_and_action() {
+        let r = request();
+        let bob = Principal {
+            id: "bob".into(),
+            email: None,
+            name: None,
+            groups: vec!["leads".into()],
+        };
+        let m = mint_links(&r, &bob, 5);
+        assert_ne!(m.approve_token.expose(), m.deny_token.expose());
+        assert_eq!(m.approve_token.expose().len(), 43);
+        for (rec, token, action) in [
+            (&m.records[0], &m.approve_token, "approve"),
+            (&m.records[1], &m.deny_token, "deny"),
+        ] {
+            assert_eq!(rec.hash, token_hash(token.expose()));
+            assert_ne!(rec.hash, token.expose());
+            assert_eq!(
+                (rec.reviewer.as_str(), rec.action.as_str(), rec.expires_at),
+                ("bob", action, r.pending_until)
+            );
+        }
+    }
 }

@@ -55,7 +55,14 @@ pub fn topic_of(action: &str) -> Option<&'static str> {
 
 /// Topics the requester hears about by e-mail.
 const REQUESTER_TOPICS: &[&str] = &[
-    "approved", "denied", "active", "expiring", "expired", "revoked", "timed_out", "failed",
+    "approved",
+    "denied",
+    "active",
+    "expiring",
+    "expired",
+    "revoked",
+    "timed_out",
+    "failed",
 ];
 /// Topics watchers hear about by e-mail.
 const WATCHER_TOPICS: &[&str] = &[
@@ -176,10 +183,7 @@ impl Notifier {
                 }
             }
             for p in known.iter().filter(|p| q.admits(p)) {
-                if p.id != r.requester.id
-                    && r.may_review(p)
-                    && !out.iter().any(|o| o.id == p.id)
-                {
+                if p.id != r.requester.id && r.may_review(p) && !out.iter().any(|o| o.id == p.id) {
                     out.push(p.clone());
                 }
             }
@@ -418,7 +422,9 @@ impl Notifier {
             _ => (None, None),
         };
         let Some(address) = address else {
-            return Ok(Sent::Skipped("no e-mail address is known for the recipient"));
+            return Ok(Sent::Skipped(
+                "no e-mail address is known for the recipient",
+            ));
         };
         // Relevance at send time.
         match d.topic.as_str() {
@@ -476,9 +482,7 @@ impl Notifier {
         })?;
         let result = match mode {
             MailMode::Smtp => match &policy.config.smtp {
-                Some(smtp) => {
-                    email::send_smtp(smtp, &policy.config.secrets, &address, &msg).await
-                }
+                Some(smtp) => email::send_smtp(smtp, &policy.config.secrets, &address, &msg).await,
                 None => Err("e-mail is no longer configured".to_owned()),
             },
             MailMode::Outbox => self

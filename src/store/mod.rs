@@ -307,8 +307,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
 
     /// Try a delivery again at `run_at`.
-    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str)
-    -> Result<(), StoreError>;
+    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str) -> Result<(), StoreError>;
 
     /// When the next queued delivery is due.
     async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError>;

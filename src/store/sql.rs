@@ -955,12 +955,7 @@ impl Store for SqlStore {
         self.finish_delivery_sql(id, state, note, now).await
     }
 
-    async fn retry_delivery(
-        &self,
-        id: i64,
-        run_at: Millis,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str) -> Result<(), StoreError> {
         self.retry_delivery_sql(id, run_at, error).await
     }
 

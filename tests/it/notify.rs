@@ -249,7 +249,13 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     // Both leads are asked; security is not yet (stage 2); the requester never is.
     let to_bob = review_mail(&mail, "bob@example.com", "app/two").await;
     let to_bill = review_mail(&mail, "bill@example.com", "app/two").await;
-    assert!(to_bob.html.contains("INC-1 fix the &lt;b&gt;queue&lt;/b&gt;"), "{}", to_bob.html);
+    assert!(
+        to_bob
+            .html
+            .contains("INC-1 fix the &lt;b&gt;queue&lt;/b&gt;"),
+        "{}",
+        to_bob.html
+    );
     assert!(to_bob.text.contains(&format!("{base}/requests/{id}")));
     let approve = link(&to_bob, "Approve");
     let deny = link(&to_bob, "Deny");
@@ -258,14 +264,19 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     // Stages are parallel: security is asked at once too; the requester never is.
     let to_carol = review_mail(&mail, "carol@example.com", "app/two").await;
     assert!(
-        !mail.messages().await.iter().any(|m| to(m, "alice@example.com")),
+        !mail
+            .messages()
+            .await
+            .iter()
+            .any(|m| to(m, "alice@example.com")),
         "the requester is not asked to review"
     );
 
     let (bob, bob_csrf) = session(&server, "bob", &["leads"]).await;
     let (bill, bill_csrf) = session(&server, "bill", &["leads"]).await;
     let (eve, eve_csrf) = session(&server, "eve", &["sales"]).await;
-    let pending = |v: &Value| v["state"] == "pending" && v["reviews"].as_array().is_some_and(Vec::is_empty);
+    let pending =
+        |v: &Value| v["state"] == "pending" && v["reviews"].as_array().is_some_and(Vec::is_empty);
 
     // A bare GET (a mail scanner, or anyone not signed in) is sent to sign in, and acts not.
     let (s, _, loc) = hit(&approve, None, None).await;
@@ -308,7 +319,10 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
         Some(&[("csrf", bob_csrf.as_str()), ("comment", "lgtm")]),
     )
     .await;
-    assert_eq!((s, loc.as_str()), (303, format!("/requests/{id}?done=reviewed").as_str()));
+    assert_eq!(
+        (s, loc.as_str()),
+        (303, format!("/requests/{id}?done=reviewed").as_str())
+    );
     let v = server.state(&id).await;
     assert_eq!(v["state"], "pending", "security still has to approve");
     assert_eq!(v["reviews"][0]["reviewer"]["id"], "bob");
@@ -319,7 +333,10 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
         assert_eq!(s, 409, "{page}");
         assert!(page.contains("This link was already used"), "{page}");
     }
-    assert_eq!(server.state(&id).await["reviews"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        server.state(&id).await["reviews"].as_array().map(Vec::len),
+        Some(1)
+    );
 
     // bob's approval met the lead stage; carol's link still works.
     // An expired link (its request still pending) is refused.
@@ -330,7 +347,12 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
             hash: sallyport::service::token_hash(&stale),
             request_id: id.clone(),
             reviewer: "carol".into(),
-            principal: server.app.service.policy().directory_principal("carol").expect("carol"),
+            principal: server
+                .app
+                .service
+                .policy()
+                .directory_principal("carol")
+                .expect("carol"),
             action: "approve".into(),
             created_at: 1,
             expires_at: 2,
@@ -339,7 +361,12 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
         .await
         .expect("insert");
     let (carol, carol_csrf) = session(&server, "carol", &["security"]).await;
-    let (s, page, _) = hit(&format!("{base}/link/{stale}"), Some(&carol), Some(&[("csrf", carol_csrf.as_str())])).await;
+    let (s, page, _) = hit(
+        &format!("{base}/link/{stale}"),
+        Some(&carol),
+        Some(&[("csrf", carol_csrf.as_str())]),
+    )
+    .await;
     assert_eq!(s, 410, "{page}");
     assert!(page.contains("This link has expired"));
     let (s, _, _) = hit(
@@ -355,9 +382,17 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     let (s, page, _) = hit(&link(&to_bill, "Approve"), Some(&bill), None).await;
     assert_eq!(s, 409);
     assert!(page.contains("This request was already decided"), "{page}");
-    let (s, _, _) = hit(&link(&to_bill, "Deny"), Some(&bill), Some(&[("csrf", bill_csrf.as_str()), ("comment", "no")])).await;
+    let (s, _, _) = hit(
+        &link(&to_bill, "Deny"),
+        Some(&bill),
+        Some(&[("csrf", bill_csrf.as_str()), ("comment", "no")]),
+    )
+    .await;
     assert_eq!(s, 409);
-    assert_eq!(server.state(&id).await["reviews"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        server.state(&id).await["reviews"].as_array().map(Vec::len),
+        Some(2)
+    );
 
     // The requester hears about it, with a deep link; so do the entitlement's and the global
     // watchers.
@@ -372,11 +407,19 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
                 to(m, addr) && m.subject.contains(&format!("{topic}: app/two"))
             })
             .await;
-        assert!(m.text.contains(&format!("{base}/requests/{id}")), "{}", m.text);
+        assert!(
+            m.text.contains(&format!("{base}/requests/{id}")),
+            "{}",
+            m.text
+        );
     }
     // An admin revokes: the requester is told.
     let (s, v) = server
-        .post("root", &format!("/api/v1/requests/{id}/revoke"), serde_json::json!({ "reason": "done" }))
+        .post(
+            "root",
+            &format!("/api/v1/requests/{id}/revoke"),
+            serde_json::json!({ "reason": "done" }),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     mail.wait_for("revoked mail", WAIT, |m| {
@@ -385,7 +428,9 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     .await;
 
     // Link-only: possession of the link suffices (no session), once.
-    let r = server.request("alice", "app/link", "10m", "INC-2 rotate").await;
+    let r = server
+        .request("alice", "app/link", "10m", "INC-2 rotate")
+        .await;
     let lid = r["id"].as_str().expect("id").to_owned();
     let m = review_mail(&mail, "bob@example.com", "app/link").await;
     let approve = link(&m, "Approve");
@@ -420,11 +465,15 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     assert_eq!(s, 409, "replayed link-only link");
 
     // Expiring soon and expired reach the requester (lead 4 s, grant 6 s).
-    let r = server.request("alice", "app/short", "6s", "INC-3 quick look").await;
+    let r = server
+        .request("alice", "app/short", "6s", "INC-3 quick look")
+        .await;
     let sid = r["id"].as_str().expect("id").to_owned();
     for subject in ["Ending soon: app/short", "Ended: app/short"] {
-        mail.wait_for(subject, WAIT, |m| to(m, "alice@example.com") && m.subject.contains(subject))
-            .await;
+        mail.wait_for(subject, WAIT, |m| {
+            to(m, "alice@example.com") && m.subject.contains(subject)
+        })
+        .await;
     }
     assert_eq!(server.state(&sid).await["state"], "expired");
     server.stop().await;
@@ -437,7 +486,9 @@ async fn an_smtp_outage_delays_mail_and_loses_none() {
     }
     let port = mail_harness::free_port();
     let (server, _target, _dir) = start(Some(port), None, "", false).await;
-    let r = server.request("alice", "app/two", "30m", "INC-9 outage drill").await;
+    let r = server
+        .request("alice", "app/two", "30m", "INC-9 outage drill")
+        .await;
     let id = r["id"].as_str().expect("id").to_owned();
     let store = server.app.service.store().clone();
     // Nobody listens: the send fails and is scheduled again.
@@ -467,7 +518,12 @@ async fn an_smtp_outage_delays_mail_and_loses_none() {
 
 type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
 
-async fn receive(State(seen): State<Seen>, Path(kind): Path<String>, headers: HeaderMap, body: Bytes) -> &'static str {
+async fn receive(
+    State(seen): State<Seen>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
     seen.lock().expect("seen").push((kind, headers, body));
     "ok"
 }
@@ -475,14 +531,20 @@ async fn receive(State(seen): State<Seen>, Path(kind): Path<String>, headers: He
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_and_shaped_for_each_receiver() {
     let seen: Seen = Arc::default();
-    let app = Router::new().route("/{kind}", post(receive)).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = Router::new()
+        .route("/{kind}", post(receive))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let hooks = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     let (server, _target, _dir) = start(None, Some(&hooks), "", false).await;
-    let r = server.request("alice", "app/two", "30m", "INC-4 hooks").await;
+    let r = server
+        .request("alice", "app/two", "30m", "INC-4 hooks")
+        .await;
     let id = r["id"].as_str().expect("id").to_owned();
     let (s, v) = server.approve("bob", &id).await;
     assert_eq!(s, 200, "{v}");
@@ -505,16 +567,14 @@ async fn webhooks_are_signed_and_shaped_for_each_receiver() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        ok,
-        "webhooks seen: {:?}; deliveries: {:?}",
-        seen.lock()
-            .expect("seen")
-            .iter()
-            .map(|(k, h, _)| (k.clone(), h.get("x-sallyport-event").cloned()))
-            .collect::<Vec<_>>(),
-        server.app.service.store().deliveries_for(&id).await
-    );
+    let got: Vec<_> = seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .map(|(k, h, _)| (k.clone(), h.get("x-sallyport-event").cloned()))
+        .collect();
+    let deliveries = server.app.service.store().deliveries_for(&id).await;
+    assert!(ok, "webhooks seen: {got:?}; deliveries: {deliveries:?}");
 
     for (kind, headers, body) in seen.lock().expect("seen").iter() {
         let v: Value = serde_json::from_slice(body).expect("json body");
@@ -532,7 +592,8 @@ async fn webhooks_are_signed_and_shaped_for_each_receiver() {
                 let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_KEY.as_bytes()).expect("key");
                 mac.update(format!("{t}.").as_bytes());
                 mac.update(body);
-                mac.verify_slice(&hex::decode(v1).expect("hex")).expect("signature verifies");
+                mac.verify_slice(&hex::decode(v1).expect("hex"))
+                    .expect("signature verifies");
                 // ... and fails for a changed body.
                 let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_KEY.as_bytes()).expect("key");
                 mac.update(format!("{t}.").as_bytes());
@@ -540,28 +601,48 @@ async fn webhooks_are_signed_and_shaped_for_each_receiver() {
                 assert!(mac.verify_slice(&hex::decode(v1).expect("hex")).is_err());
                 assert_eq!(v["request"]["id"], id.as_str());
                 assert_eq!(v["request"]["justification"], "INC-4 hooks");
-                assert!(v["url"].as_str().is_some_and(|u| u.ends_with(&format!("/requests/{id}"))));
+                assert!(
+                    v["url"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with(&format!("/requests/{id}")))
+                );
             }
             "slack" => {
                 assert!(headers.get("x-sallyport-signature").is_none());
-                assert!(v["text"].as_str().is_some_and(|t| t.contains("app/two")), "{v}");
+                assert!(
+                    v["text"].as_str().is_some_and(|t| t.contains("app/two")),
+                    "{v}"
+                );
                 assert_eq!(v["blocks"][0]["type"], "section");
             }
             "teams" => {
                 assert_eq!(v["type"], "message");
                 let card = &v["attachments"][0];
-                assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+                assert_eq!(
+                    card["contentType"],
+                    "application/vnd.microsoft.card.adaptive"
+                );
                 assert_eq!(card["content"]["type"], "AdaptiveCard");
-                assert!(card["content"]["actions"][0]["url"].as_str().is_some_and(|u| u.contains(&id)));
+                assert!(
+                    card["content"]["actions"][0]["url"]
+                        .as_str()
+                        .is_some_and(|u| u.contains(&id))
+                );
             }
             other => panic!("unexpected webhook {other}"),
         }
     }
     // Filters: slack takes only review_needed/approved; teams only app/t*.
-    let r = server.request("alice", "app/link", "10m", "INC-5 filters").await;
+    let r = server
+        .request("alice", "app/link", "10m", "INC-5 filters")
+        .await;
     let lid = r["id"].as_str().expect("id").to_owned();
     eventually("json hears about app/link", WAIT, || {
-        let ok = seen.lock().expect("seen").iter().any(|(k, _, b)| k == "json" && String::from_utf8_lossy(b).contains(&lid));
+        let ok = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(k, _, b)| k == "json" && String::from_utf8_lossy(b).contains(&lid));
         async move { ok }
     })
     .await;
@@ -573,9 +654,17 @@ async fn webhooks_are_signed_and_shaped_for_each_receiver() {
         async move { ok }
     })
     .await;
-    assert_eq!(count("slack", "active"), 0, "slack is filtered to review_needed and approved");
+    assert_eq!(
+        count("slack", "active"),
+        0,
+        "slack is filtered to review_needed and approved"
+    );
     assert!(
-        !seen.lock().expect("seen").iter().any(|(k, _, b)| k == "teams" && String::from_utf8_lossy(b).contains(&lid)),
+        !seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(k, _, b)| k == "teams" && String::from_utf8_lossy(b).contains(&lid)),
         "teams is filtered to app/t*"
     );
     server.stop().await;
@@ -585,18 +674,30 @@ async fn webhooks_are_signed_and_shaped_for_each_receiver() {
 async fn dev_mode_without_smtp_keeps_mail_in_an_outbox_whose_links_work() {
     let (server, _target, _dir) = start(None, None, "", true).await;
     let base = server.url();
-    let r = server.request("alice", "app/two", "30m", "INC-6 outbox").await;
+    let r = server
+        .request("alice", "app/two", "30m", "INC-6 outbox")
+        .await;
     let id = r["id"].as_str().expect("id").to_owned();
     let c = no_redirects();
     let mut page = String::new();
     for _ in 0..100 {
-        page = c.get(format!("{base}/outbox")).send().await.expect("outbox").text().await.expect("page");
+        page = c
+            .get(format!("{base}/outbox"))
+            .send()
+            .await
+            .expect("outbox")
+            .text()
+            .await
+            .expect("page");
         if page.contains("bob@example.com") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(page.contains("Review needed: app/two for Alice Archer"), "{page}");
+    assert!(
+        page.contains("Review needed: app/two for Alice Archer"),
+        "{page}"
+    );
     let approve = page
         .split("<li class=\"card message\">")
         .find(|m| m.contains("To bob@example.com"))
@@ -611,7 +712,10 @@ async fn dev_mode_without_smtp_keeps_mail_in_an_outbox_whose_links_work() {
     assert_eq!(s, 200, "{body}");
     let (s, _, _) = hit(&approve, Some(&cookie), Some(&[("csrf", csrf.as_str())])).await;
     assert_eq!(s, 303);
-    assert_eq!(server.state(&id).await["reviews"][0]["channel"], "email_link");
+    assert_eq!(
+        server.state(&id).await["reviews"][0]["channel"],
+        "email_link"
+    );
     server.stop().await;
 }
 
@@ -647,11 +751,20 @@ file = "oidc-secret"
         idp.issuer, idp.client_id
     );
     let server = Server::start_in(
-        &config(port, &db, &target.url(), Some(mail.smtp_port()), None, &oidc),
+        &config(
+            port,
+            &db,
+            &target.url(),
+            Some(mail.smtp_port()),
+            None,
+            &oidc,
+        ),
         dir.path(),
     )
     .await;
-    let r = server.request("alice", "app/two", "30m", "INC-8 browser by mail").await;
+    let r = server
+        .request("alice", "app/two", "30m", "INC-8 browser by mail")
+        .await;
     let id = r["id"].as_str().expect("id").to_owned();
     let m = review_mail(&mail, "bob@example.com", "app/two").await;
     // Follow the link from the received message: sign in as bob, come back, confirm.
@@ -660,9 +773,21 @@ file = "oidc-secret"
     oidc_sign_in(&c, "bob").await.expect("sign in");
     let heading = text(&c, "h1").await;
     assert_eq!(heading, "Approve this request?");
-    assert_eq!(c.current_url().await.expect("url").path(), m.text.lines().find_map(|l| l.trim().strip_prefix("Approve:")).and_then(|u| url::Url::parse(u.trim()).ok()).map(|u| u.path().to_owned()).expect("path"));
+    assert_eq!(
+        c.current_url().await.expect("url").path(),
+        m.text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Approve:"))
+            .and_then(|u| url::Url::parse(u.trim()).ok())
+            .map(|u| u.path().to_owned())
+            .expect("path")
+    );
     screenshot(&c, "email-approve").await;
-    assert_eq!(server.state(&id).await["state"], "pending", "the GET did nothing");
+    assert_eq!(
+        server.state(&id).await["state"],
+        "pending",
+        "the GET did nothing"
+    );
     click(&c, "#confirm").await;
     let state = text(&c, "#request-state").await;
     assert_eq!(state, "pending", "security is next");

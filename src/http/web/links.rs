@@ -33,8 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
 /// A link token: 43 base64url characters (256 bits).
 fn token_shape(t: &str) -> bool {
     t.len() == 43
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -116,12 +115,7 @@ enum Who {
     LinkOnly(Caller),
 }
 
-async fn who(
-    st: &AppState,
-    headers: &HeaderMap,
-    l: &Loaded,
-    token: &str,
-) -> Result<Who, Response> {
+async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Result<Who, Response> {
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(t) => match st.service.authenticate_scoped(&t, TokenScope::Web).await {
             Ok(caller) => Some(WebUser {
@@ -315,12 +309,7 @@ async fn link_act(
             "Go back, write a comment for the requester, then deny. Nothing was changed; the link still works.",
         ));
     }
-    if !st
-        .service
-        .store()
-        .use_link(&l.link.hash, now_ms())
-        .await?
-    {
+    if !st.service.store().use_link(&l.link.hash, now_ms()).await? {
         return Err(WebError::new(
             StatusCode::CONFLICT,
             "This link was already used",
@@ -538,7 +527,9 @@ mod tests {
 
     #[test]
     fn outbox_lists_labelled_links() {
-        let l = links_in("Approve: http://x/link/a\nDeny:    http://x/link/b\nRequest: https://x/r/1 \nno link");
+        let l = links_in(
+            "Approve: http://x/link/a\nDeny:    http://x/link/b\nRequest: https://x/r/1 \nno link",
+        );
         let got: Vec<(String, String)> = l.into_iter().map(|l| (l.label, l.url)).collect();
         assert_eq!(
             got,
