@@ -367,7 +367,7 @@ pub struct NotifyConfig {
     pub expiring_lead_secs: u64,
     /// Told about every request's outcome (addresses or user ids).
     pub watchers: Vec<String>,
-    /// Attempts at one delivery before it is given up.
+    /// Attempts at one delivery before it is given up (default 2000: about a week).
     pub max_attempts: u32,
 }
 
@@ -911,7 +911,8 @@ impl Config {
         let notify = NotifyConfig {
             expiring_lead_secs,
             watchers: raw.notify.watchers.clone(),
-            max_attempts: raw.notify.max_attempts.unwrap_or(40).clamp(1, 1000),
+            // With backoff capped at 5 min: about a week of outage before a message is given up.
+            max_attempts: raw.notify.max_attempts.unwrap_or(2000).clamp(1, 100_000),
         };
         let mut webhooks = Vec::new();
         let mut hook_names = BTreeSet::new();
@@ -936,6 +937,10 @@ impl Config {
                 }
             };
             match (&w.url, &w.url_secret) {
+                (Some(_), None) if format != WebhookFormat::Json => problem(
+                    format!("{path}.url"),
+                    "a Slack or Teams webhook URL is a credential: put it in a secret and name it in `url_secret`".into(),
+                ),
                 (Some(u), None) => match url::Url::parse(u) {
                     Ok(parsed) if parsed.scheme() == "https" => {}
                     Ok(parsed)
@@ -943,7 +948,7 @@ impl Config {
                             && parsed.host_str().is_some_and(is_loopback_host) => {}
                     _ => problem(
                         format!("{path}.url"),
-                        format!("`{u}` must be an https URL (http only on loopback)"),
+                        "must be an https URL (http only on loopback)".into(),
                     ),
                 },
                 (None, Some(n)) if !secret_defined(n) => problem(
@@ -1238,7 +1243,7 @@ settings = { stages = [{ groups = ["leads"], count = 1 }] }
             Config::parse(
                 &format!("{extra}\n{GOOD}"),
                 Path::new("."),
-                ParseOptions::default(),
+                ParseOptions { skip_secrets: true },
             )
             .map_err(|e| e.to_string())
         };
@@ -1252,9 +1257,11 @@ from = "Sallyport <sp@example.com>"
 expiring_lead = "10m"
 [[webhooks]]
 name = "chat"
-url = "https://hooks.example.com/x"
+url_secret = "slack"
 format = "slack"
 events = ["approved"]
+[secrets.slack]
+env = "SALLYPORT_TEST_SLACK_URL_UNSET"
 "#,
         )
         .expect("good notify config");
@@ -1281,11 +1288,15 @@ events = ["approved"]
                 "signing_secret",
             ),
             (
-                "[[webhooks]]\nname = \"j\"\nurl = \"http://x.example.com/\"\nformat = \"slack\"",
+                "[[webhooks]]\nname = \"j\"\nurl = \"http://x.example.com/\"\nsigning_secret = \"k\"\n[secrets.k]\nenv = \"K\"",
                 "https",
             ),
             (
-                "[[webhooks]]\nname = \"j\"\nurl = \"https://x.example.com/\"\nformat = \"slack\"\nevents = [\"approve\"]",
+                "[[webhooks]]\nname = \"j\"\nurl = \"https://hooks.slack.example/T0/B0/XYZ\"\nformat = \"slack\"",
+                "credential",
+            ),
+            (
+                "[[webhooks]]\nname = \"j\"\nurl = \"https://x.example.com/\"\nsigning_secret = \"k\"\nevents = [\"approve\"]\n[secrets.k]\nenv = \"K\"",
                 "`approve` is not one of",
             ),
         ] {

@@ -307,7 +307,7 @@ impl Service {
                     at: rv.at,
                     channel: match rv.channel {
                         Channel::Web => plugin::Channel::Web,
-                        Channel::EmailLink => plugin::Channel::EmailLink,
+                        Channel::EmailLink | Channel::EmailLinkOnly => plugin::Channel::EmailLink,
                         Channel::Api | Channel::System => plugin::Channel::Api,
                     },
                 })

@@ -145,8 +145,10 @@ impl fmt::Display for State {
 pub enum Channel {
     /// The web UI.
     Web,
-    /// An approval link from an e-mail.
+    /// An approval link from an e-mail, followed by its reviewer signed in.
     EmailLink,
+    /// An approval link from an e-mail, acting without sign-in (`link_only_approval`).
+    EmailLinkOnly,
     /// The JSON API (the CLI included).
     Api,
     /// Sallyport itself (jobs).
@@ -159,6 +161,7 @@ impl Channel {
         match self {
             Channel::Web => "web",
             Channel::EmailLink => "email_link",
+            Channel::EmailLinkOnly => "email_link_only",
             Channel::Api => "api",
             Channel::System => "system",
         }

@@ -267,8 +267,9 @@ impl Mailer {
             entitlement: ent.clone(),
             requester: requester.clone(),
             duration: format_duration(r.duration_secs),
-            justification: r.justification.clone(),
-            ticket: r.ticket.clone(),
+            // One line: a requester cannot forge extra "Approve:" lines in the text part.
+            justification: one_line(&r.justification),
+            ticket: r.ticket.as_deref().map(one_line),
             state: r.state.as_str().to_owned(),
             reason: r.reason.clone(),
             ends,

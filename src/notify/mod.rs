@@ -30,8 +30,9 @@ use crate::store::{AuditFilter, Delivery, DeliveryState, Job, NewDelivery, Store
 
 /// Longest the delivery loop sleeps without looking at the queue.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
-/// Deliveries are claimed for this long.
-const LEASE_MS: i64 = 60_000;
+/// Deliveries are claimed for this long: longer than the slowest send (SMTP timeouts are at
+/// most 300 s per command), so another replica does not send the same message meanwhile.
+const LEASE_MS: i64 = 15 * 60_000;
 /// Deliveries sent at once.
 const BATCH: u32 = 16;
 
@@ -244,44 +245,37 @@ impl Notifier {
         } else {
             Vec::new()
         };
+        // (topic, event, due): every notified event, and the warning before an activation's end.
+        let mut notices: Vec<(&'static str, i64, Millis)> = Vec::new();
         for ev in &events {
             let Some(topic) = topic_of(&ev.action) else {
                 continue;
             };
+            notices.push((topic, ev.seq, now));
+            if topic == "active"
+                && let Some(g) = &r.grant
+            {
+                let lead = crate::domain::secs_to_ms(cfg.notify.expiring_lead_secs);
+                let at = g.expires_at - lead;
+                if lead > 0 && at > g.activated_at {
+                    notices.push(("expiring", ev.seq, at));
+                }
+            }
+        }
+        for &(topic, seq, due) in &notices {
             if mail {
                 if topic == "review_needed" {
                     for p in &reviewers {
-                        push(topic, "email", format!("user:{}", p.id), ev.seq, now);
+                        push(topic, "email", format!("user:{}", p.id), seq, due);
                     }
                 }
                 if REQUESTER_TOPICS.contains(&topic) {
-                    push(
-                        topic,
-                        "email",
-                        format!("user:{}", r.requester.id),
-                        ev.seq,
-                        now,
-                    );
-                }
-                if topic == "active"
-                    && let Some(g) = &r.grant
-                {
-                    let lead = crate::domain::secs_to_ms(cfg.notify.expiring_lead_secs);
-                    let at = g.expires_at - lead;
-                    if lead > 0 && at > g.activated_at {
-                        push(
-                            "expiring",
-                            "email",
-                            format!("user:{}", r.requester.id),
-                            ev.seq,
-                            at,
-                        );
-                    }
+                    push(topic, "email", format!("user:{}", r.requester.id), seq, due);
                 }
                 if WATCHER_TOPICS.contains(&topic) {
                     for w in &watchers {
                         if w != &r.requester.id {
-                            push(topic, "email", watcher_target(w), ev.seq, now);
+                            push(topic, "email", watcher_target(w), seq, due);
                         }
                     }
                 }
@@ -291,7 +285,7 @@ impl Notifier {
                 .iter()
                 .filter(|w| w.wants(topic, &r.entitlement))
             {
-                push(topic, "webhook", w.name.clone(), ev.seq, now);
+                push(topic, "webhook", w.name.clone(), seq, due);
             }
         }
         let queued = out.len();
@@ -359,13 +353,13 @@ impl Notifier {
             Ok(Sent::Yes) => {
                 self.service.metrics().job("notify_delivery", "sent");
                 store
-                    .finish_delivery(d.id, DeliveryState::Sent, None, now)
+                    .finish_delivery(d.id, &self.worker, DeliveryState::Sent, None, now)
                     .await
             }
             Ok(Sent::Skipped(why)) => {
                 tracing::debug!(delivery = d.id, why, "notification no longer needed");
                 store
-                    .finish_delivery(d.id, DeliveryState::Skipped, Some(why), now)
+                    .finish_delivery(d.id, &self.worker, DeliveryState::Skipped, Some(why), now)
                     .await
             }
             Err(e) => {
@@ -374,12 +368,12 @@ impl Notifier {
                 if d.attempts + 1 >= max {
                     tracing::error!(delivery = d.id, request = %d.request_id, topic = %d.topic, channel = %d.channel, error = %e, "giving up on a notification");
                     store
-                        .finish_delivery(d.id, DeliveryState::Dead, Some(&e), now)
+                        .finish_delivery(d.id, &self.worker, DeliveryState::Dead, Some(&e), now)
                         .await
                 } else {
                     let at = now + backoff_ms(d.attempts, 300_000);
                     tracing::warn!(delivery = d.id, request = %d.request_id, topic = %d.topic, channel = %d.channel, attempt = d.attempts + 1, error = %e, "notification failed; retrying");
-                    store.retry_delivery(d.id, at, &e).await
+                    store.retry_delivery(d.id, &self.worker, at, &e).await
                 }
             }
         };
@@ -411,7 +405,19 @@ impl Notifier {
         }
         let (address, person) = match d.target.split_once(':') {
             Some(("user", id)) => {
-                let p = self.person(id).await.map_err(|e| e.to_string())?;
+                // Known people first; else what the request itself knows of its requester; else
+                // a reviewer named by an address who never signed in.
+                let p = match self.person(id).await.map_err(|e| e.to_string())? {
+                    Some(p) => Some(p),
+                    None if id == r.requester.id => Some(r.requester.clone()),
+                    None if id.contains('@') => Some(Principal {
+                        id: id.to_owned(),
+                        email: Some(id.to_owned()),
+                        name: None,
+                        groups: Vec::new(),
+                    }),
+                    None => None,
+                };
                 let addr = p
                     .as_ref()
                     .and_then(|p| p.email.clone())
@@ -438,12 +444,8 @@ impl Notifier {
                     ));
                 }
             }
-            "expiring" => {
-                let live = r.state == State::Active
-                    && r.grant.as_ref().is_some_and(|g| g.expires_at > now_ms());
-                if !live {
-                    return Ok(Sent::Skipped("the grant is no longer active"));
-                }
+            "expiring" if !still_active(r) => {
+                return Ok(Sent::Skipped("the grant is no longer active"));
             }
             _ => {}
         }
@@ -519,6 +521,9 @@ impl Notifier {
         let Some(w) = policy.config.webhooks.iter().find(|w| w.name == d.target) else {
             return Ok(Sent::Skipped("the webhook is no longer configured"));
         };
+        if d.topic == "expiring" && !still_active(r) {
+            return Ok(Sent::Skipped("the grant is no longer active"));
+        }
         let event = webhook::Event {
             delivery: d.id,
             topic: &d.topic,
@@ -534,6 +539,11 @@ impl Notifier {
 enum Sent {
     Yes,
     Skipped(&'static str),
+}
+
+/// The grant is in place and has not ended: an "ending soon" warning still makes sense.
+fn still_active(r: &Request) -> bool {
+    r.state == State::Active && r.grant.as_ref().is_some_and(|g| g.expires_at > now_ms())
 }
 
 /// `addr:` for an address, `user:` for a user id.

@@ -99,13 +99,13 @@ fn slack_escape(s: &str) -> String {
 
 /// A Slack incoming-webhook message.
 pub fn slack_body(e: &Event<'_>) -> Value {
-    let text = summary(e);
+    let text = slack_escape(&summary(e));
     json!({
         "text": text,
         "blocks": [
             { "type": "section", "text": { "type": "mrkdwn", "text": format!(
                 "*{}*\n>{}\n<{}|Open in Sallyport>",
-                slack_escape(&text),
+                text,
                 slack_escape(&e.request.justification).replace('\n', "\n>"),
                 e.url
             ) } }

@@ -298,16 +298,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Delivery>, StoreError>;
 
     /// Record a delivery's end: `sent`, `skipped` (no longer relevant) or `dead` (gave up).
+    /// Only the worker holding its claim can (a lapsed claim taken over by another is theirs).
     async fn finish_delivery(
         &self,
         id: i64,
+        worker: &str,
         state: DeliveryState,
         note: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// Try a delivery again at `run_at`.
-    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str) -> Result<(), StoreError>;
+    /// Try a delivery again at `run_at` (only the worker holding its claim).
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        run_at: Millis,
+        error: &str,
+    ) -> Result<(), StoreError>;
 
     /// When the next queued delivery is due.
     async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError>;

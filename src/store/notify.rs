@@ -153,18 +153,20 @@ impl SqlStore {
     pub(super) async fn finish_delivery_sql(
         &self,
         id: i64,
+        worker: &str,
         state: DeliveryState,
         note: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE deliveries SET state = $1, done_at = $2, last_error = COALESCE($3, last_error), \
-             locked_by = NULL, locked_until = NULL WHERE id = $4",
+             locked_by = NULL, locked_until = NULL WHERE id = $4 AND locked_by = $5",
         )
         .bind(state.as_str())
         .bind(now)
         .bind(note)
         .bind(id)
+        .bind(worker)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -173,16 +175,18 @@ impl SqlStore {
     pub(super) async fn retry_delivery_sql(
         &self,
         id: i64,
+        worker: &str,
         run_at: Millis,
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE deliveries SET run_at = $1, attempts = attempts + 1, last_error = $2, \
-             locked_by = NULL, locked_until = NULL WHERE id = $3 AND state = 'queued'",
+             locked_by = NULL, locked_until = NULL WHERE id = $3 AND state = 'queued' AND locked_by = $4",
         )
         .bind(run_at)
         .bind(error)
         .bind(id)
+        .bind(worker)
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -948,15 +948,22 @@ impl Store for SqlStore {
     async fn finish_delivery(
         &self,
         id: i64,
+        worker: &str,
         state: DeliveryState,
         note: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.finish_delivery_sql(id, state, note, now).await
+        self.finish_delivery_sql(id, worker, state, note, now).await
     }
 
-    async fn retry_delivery(&self, id: i64, run_at: Millis, error: &str) -> Result<(), StoreError> {
-        self.retry_delivery_sql(id, run_at, error).await
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        run_at: Millis,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.retry_delivery_sql(id, worker, run_at, error).await
     }
 
     async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {

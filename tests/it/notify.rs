@@ -52,6 +52,10 @@ timeout = "5s"
             r#"
 [secrets.hook_key]
 file = "hook-key"
+[secrets.slack_url]
+file = "slack-url"
+[secrets.teams_url]
+file = "teams-url"
 [[webhooks]]
 name = "audit-json"
 url = "{h}/json"
@@ -59,12 +63,12 @@ format = "json"
 signing_secret = "hook_key"
 [[webhooks]]
 name = "chat-slack"
-url = "{h}/slack"
+url_secret = "slack_url"
 format = "slack"
 events = ["review_needed", "approved"]
 [[webhooks]]
 name = "chat-teams"
-url = "{h}/teams"
+url_secret = "teams_url"
 format = "teams"
 entitlements = ["app/t*"]
 "#
@@ -207,9 +211,14 @@ async fn start(
 ) -> (Server, Target, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("hook-key"), HOOK_KEY).expect("key");
+    if let Some(h) = hooks {
+        std::fs::write(dir.path().join("slack-url"), format!("{h}/slack")).expect("url");
+        std::fs::write(dir.path().join("teams-url"), format!("{h}/teams")).expect("url");
+    }
     let target = Target::start().await;
     let db = format!("sqlite://{}", dir.path().join("notify.db").display());
     let text = config(free_port(), &db, &target.url(), smtp, hooks, extra);
+    std::fs::write(dir.path().join("config.toml"), &text).expect("config copy");
     let server = if dev {
         let cfg = Config::parse(&text, dir.path(), ParseOptions::default())
             .unwrap_or_else(|p| panic!("config: {p}"));
@@ -239,7 +248,8 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     let Some(mail) = mail_harness::start().await else {
         return;
     };
-    let (server, target, _dir) = start(Some(mail.smtp_port()), None, "", false).await;
+    let (server, target, dir) = start(Some(mail.smtp_port()), None, "", false).await;
+    let config_text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
     let base = server.url();
 
     let r = server
@@ -310,6 +320,18 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     // Deny without a reason: refused, and the link still works.
     let (s, page, _) = hit(&deny, Some(&bob), Some(&[("csrf", bob_csrf.as_str())])).await;
     assert_eq!(s, 400, "{page}");
+    assert!(pending(&server.state(&id).await));
+
+    // A comment that cannot be accepted is refused before the link is used up.
+    let long = "x".repeat(2001);
+    let (s, page, _) = hit(
+        &approve,
+        Some(&bob),
+        Some(&[("csrf", bob_csrf.as_str()), ("comment", long.as_str())]),
+    )
+    .await;
+    assert_eq!(s, 400, "{page}");
+    assert!(page.contains("the link still works"), "{page}");
     assert!(pending(&server.state(&id).await));
 
     // bob confirms: his review counts, through the e-mail channel.
@@ -463,6 +485,41 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     server.wait_state(&lid, "active", WAIT).await;
     let (s, _, _) = hit(&approve, Some(&pre), Some(&[("csrf", csrf.as_str())])).await;
     assert_eq!(s, 409, "replayed link-only link");
+    let v = server.state(&lid).await;
+    assert_eq!(
+        v["reviews"][0]["channel"], "email_link_only",
+        "told apart in the audit"
+    );
+
+    // Link-only acts as the reviewer as known now: bill, moved out of `leads` since the mail
+    // went out, can no longer approve with it.
+    let r = server
+        .request("alice", "app/link", "10m", "INC-7 second")
+        .await;
+    let lid = r["id"].as_str().expect("id").to_owned();
+    let m = mail
+        .wait_for("bill's link-only mail", WAIT, |m| {
+            to(m, "bill@example.com") && m.subject.contains("app/link") && m.text.contains(&lid)
+        })
+        .await;
+    let moved = config_text.replace(
+        "id = \"bill\"\nemail = \"bill@example.com\"\ngroups = [\"leads\"]",
+        "id = \"bill\"\nemail = \"bill@example.com\"\ngroups = [\"sales\"]",
+    );
+    assert_ne!(moved, config_text);
+    server
+        .app
+        .service
+        .reload(Config::parse(&moved, dir.path(), ParseOptions::default()).expect("config"))
+        .await
+        .expect("reload");
+    let (s, page, _) = hit(&link(&m, "Approve"), None, None).await;
+    assert_eq!(s, 403, "{page}");
+    assert!(
+        page.contains("You cannot review this request now"),
+        "{page}"
+    );
+    assert_eq!(server.state(&lid).await["state"], "pending");
 
     // Expiring soon and expired reach the requester (lead 4 s, grant 6 s).
     let r = server

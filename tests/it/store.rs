@@ -8,7 +8,8 @@ use sallyport::domain::{
     Transition,
 };
 use sallyport::store::{
-    AuditFilter, RequestFilter, SqlStore, Store, StoreError, TokenRecord, TokenScope, WriteCtx,
+    ApprovalLink, AuditFilter, DeliveryState, NewDelivery, OutboxMessage, RequestFilter, SqlStore,
+    Store, StoreError, TokenRecord, TokenScope, WriteCtx,
 };
 
 use crate::db_or_skip;
@@ -36,6 +37,7 @@ both!(job_queue, jobs_on);
 both!(concurrent_claims, claims_on);
 both!(audit_chain, audit_on);
 both!(listing_and_tokens, listing_on);
+both!(notification_outbox_and_links, notify_on);
 
 fn principal(id: &str) -> Principal {
     Principal {
@@ -478,6 +480,152 @@ async fn listing_on(backend: Backend) {
         s.take_one_time("h2", "cli-code", now).await.expect("take"),
         None,
         "expired"
+    );
+    s.close().await;
+    db.cleanup().await;
+}
+
+async fn notify_on(backend: Backend) {
+    let db = db_or_skip!(backend);
+    let s = store(&db.url).await;
+    // People: remembered with their latest groups.
+    let mut bob = principal("bob");
+    s.remember_person(&bob, 1).await.expect("remember");
+    bob.groups = vec!["leads".into()];
+    s.remember_person(&bob, 2).await.expect("remember again");
+    assert_eq!(s.people().await.expect("people"), vec![bob.clone()]);
+
+    // Deliveries: queued once per key; the cursor only moves forward.
+    let d = |key: &str, run_at: i64| NewDelivery {
+        key: key.into(),
+        request_id: "r1".into(),
+        topic: "approved".into(),
+        channel: "email".into(),
+        target: "user:alice".into(),
+        event_seq: 3,
+        run_at,
+    };
+    assert_eq!(s.notify_cursor("r1").await.expect("cursor"), 0);
+    s.add_deliveries("r1", 3, &[d("k1", 10), d("k2", 50)], 1)
+        .await
+        .expect("add");
+    s.add_deliveries("r1", 2, &[d("k1", 10)], 1)
+        .await
+        .expect("add again");
+    assert_eq!(
+        s.notify_cursor("r1").await.expect("cursor"),
+        3,
+        "never backwards"
+    );
+    assert_eq!(
+        s.deliveries_for("r1").await.expect("list").len(),
+        2,
+        "keys are unique"
+    );
+    assert_eq!(s.next_delivery_due().await.expect("due"), Some(10));
+    let claimed = s.claim_deliveries("w1", 20, 1000, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "k2 is not due");
+    assert!(
+        s.claim_deliveries("w2", 30, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased"
+    );
+    // Only the claim holder records the outcome.
+    s.retry_delivery(claimed[0].id, "w2", 40, "not mine")
+        .await
+        .expect("retry");
+    s.finish_delivery(claimed[0].id, "w2", DeliveryState::Sent, None, 40)
+        .await
+        .expect("finish");
+    assert_eq!(
+        s.deliveries_for("r1").await.expect("list")[0].state,
+        "queued"
+    );
+    s.retry_delivery(claimed[0].id, "w1", 40, "smtp down")
+        .await
+        .expect("retry");
+    let again = s.claim_deliveries("w1", 40, 1000, 10).await.expect("claim");
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    assert_eq!(again[0].last_error.as_deref(), Some("smtp down"));
+    s.finish_delivery(again[0].id, "w1", DeliveryState::Sent, None, 41)
+        .await
+        .expect("finish");
+    let all = s.deliveries_for("r1").await.expect("list");
+    assert_eq!(
+        (all[0].state.as_str(), all[1].state.as_str()),
+        ("sent", "queued")
+    );
+    assert_eq!(s.next_delivery_due().await.expect("due"), Some(50));
+
+    // Approval links: found by hash, used once (with the sibling), not after expiry.
+    let link = |hash: &str, action: &str, expires_at: i64| ApprovalLink {
+        hash: hash.into(),
+        request_id: "r1".into(),
+        reviewer: "bob".into(),
+        principal: bob.clone(),
+        action: action.into(),
+        created_at: 1,
+        expires_at,
+        used_at: None,
+    };
+    // (`hx` is carol's: using bob's links leaves hers alone.)
+    let hx = ApprovalLink {
+        reviewer: "carol".into(),
+        ..link("hx", "approve", 5)
+    };
+    s.insert_links(&[link("ha", "approve", 100), link("hd", "deny", 100), hx])
+        .await
+        .expect("links");
+    assert_eq!(
+        s.find_link("ha").await.expect("find").map(|l| l.principal),
+        Some(bob.clone())
+    );
+    assert!(!s.use_link("hx", 6).await.expect("use"), "expired");
+    assert!(s.use_link("ha", 10).await.expect("use"));
+    assert!(!s.use_link("ha", 11).await.expect("use"), "once");
+    assert!(
+        !s.use_link("hd", 11).await.expect("use"),
+        "the sibling is used up too"
+    );
+    assert_eq!(
+        s.find_link("hd")
+            .await
+            .expect("find")
+            .and_then(|l| l.used_at),
+        Some(10)
+    );
+    s.delete_links(&["ha".into(), "hx".into()])
+        .await
+        .expect("delete");
+    assert!(
+        s.find_link("ha").await.expect("find").is_some(),
+        "used links stay (they say so)"
+    );
+    assert!(
+        s.find_link("hx").await.expect("find").is_none(),
+        "unused ones go"
+    );
+
+    // The dev outbox, newest first.
+    for n in 1..=2 {
+        s.put_outbox(&OutboxMessage {
+            id: 0,
+            recipient: "bob@example.com".into(),
+            subject: format!("m{n}"),
+            text_body: "t".into(),
+            html_body: "<p>h</p>".into(),
+            request_id: "r1".into(),
+            created_at: n,
+        })
+        .await
+        .expect("outbox");
+    }
+    let out = s.outbox(10).await.expect("outbox");
+    assert_eq!(
+        out.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(),
+        ["m2", "m1"]
     );
     s.close().await;
     db.cleanup().await;

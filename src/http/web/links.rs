@@ -17,7 +17,7 @@ use super::pages::{Nav, limited, pre_ok, render, see_other, when};
 use super::{
     PRE_COOKIE, SESSION_COOKIE, WebError, WebForm, WebUser, cookie, csrf_for, enc, html_headers,
 };
-use crate::domain::{Channel, State as ReqState, Verdict, format_duration};
+use crate::domain::{Channel, State as ReqState, Verdict, clean_comment, format_duration};
 use crate::http::AppState;
 use crate::secret::random_b64;
 use crate::service::{Caller, ServiceError, now_ms, token_hash};
@@ -141,19 +141,34 @@ async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Res
             if l.request.may_review(&u.caller.principal) {
                 Ok(Who::Session(u))
             } else {
-                Err(WebError::new(
-                    StatusCode::FORBIDDEN,
-                    "You cannot review this request now",
-                    "The approval policy no longer lists you as a reviewer of this request, or you have reviewed it already. Nothing was changed.",
-                )
-                .into_response())
+                Err(cannot_review().into_response())
             }
         }
         None if l.link_only => {
+            // Act as the reviewer as known now (the directory, or their latest sign-in), never
+            // as the copy made when the mail was sent; unknown now means sign in.
             let policy = st.service.policy();
-            let principal = policy
-                .directory_principal(&l.link.reviewer)
-                .unwrap_or_else(|| l.link.principal.clone());
+            let principal = match policy.directory_principal(&l.link.reviewer) {
+                Some(p) => Some(p),
+                None => st
+                    .service
+                    .store()
+                    .people()
+                    .await
+                    .map_err(|e| WebError::from(e).into_response())?
+                    .into_iter()
+                    .find(|p| p.id == l.link.reviewer),
+            };
+            let Some(principal) = principal else {
+                return Err(Redirect::to(&format!(
+                    "/signin?next={}",
+                    enc(&format!("/link/{token}"))
+                ))
+                .into_response());
+            };
+            if !l.request.may_review(&principal) {
+                return Err(cannot_review().into_response());
+            }
             Ok(Who::LinkOnly(Caller {
                 roles: policy.roles(&principal),
                 principal,
@@ -163,6 +178,14 @@ async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Res
         None => Err(Redirect::to(&format!("/signin?next={}", enc(&format!("/link/{token}"))))
             .into_response()),
     }
+}
+
+fn cannot_review() -> WebError {
+    WebError::new(
+        StatusCode::FORBIDDEN,
+        "You cannot review this request now",
+        "The approval policy does not list you as a reviewer of this request (any more), or you have reviewed it already. Nothing was changed.",
+    )
 }
 
 fn verdict_of(action: &str) -> Option<Verdict> {
@@ -309,6 +332,14 @@ async fn link_act(
             "Go back, write a comment for the requester, then deny. Nothing was changed; the link still works.",
         ));
     }
+    // Everything that can be checked is checked before the link is used up.
+    let comment = clean_comment(comment.as_deref()).map_err(|e| {
+        WebError::new(
+            StatusCode::BAD_REQUEST,
+            "That comment cannot be accepted",
+            format!("{e}. Nothing was changed; the link still works."),
+        )
+    })?;
     if !st.service.store().use_link(&l.link.hash, now_ms()).await? {
         return Err(WebError::new(
             StatusCode::CONFLICT,
@@ -316,21 +347,22 @@ async fn link_act(
             "Each approval link works once. Nothing was changed.",
         ));
     }
-    let caller = match &who {
-        Who::Session(u) => u.caller.clone(),
-        Who::LinkOnly(c) => c.clone(),
+    let (caller, channel) = match &who {
+        Who::Session(u) => (u.caller.clone(), Channel::EmailLink),
+        Who::LinkOnly(c) => (c.clone(), Channel::EmailLinkOnly),
     };
     let r = st
         .service
-        .review(
-            &caller,
-            &l.request.id,
-            verdict,
-            comment,
-            Channel::EmailLink,
-            &ctx,
-        )
-        .await?;
+        .review(&caller, &l.request.id, verdict, comment, channel, &ctx)
+        .await
+        .map_err(|e| {
+            let mut w = WebError::from(e);
+            w.message = format!(
+                "{} The link was used up: open the request in Sallyport to review it there.",
+                w.message
+            );
+            w
+        })?;
     match who {
         Who::Session(_) => Ok(see_other(&format!("/requests/{}?done=reviewed", r.id))),
         Who::LinkOnly(_) => {
@@ -414,7 +446,10 @@ async fn outbox(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
         .into_iter()
         .map(|m| OutMessage {
             id: m.id,
-            links: links_in(&m.text_body),
+            links: links_in(&m.text_body)
+                .into_iter()
+                .filter(|l| l.url.starts_with(st.web.public_url.as_str()))
+                .collect(),
             recipient: m.recipient,
             subject: m.subject,
             at: when(m.created_at),
