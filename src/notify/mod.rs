@@ -33,6 +33,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Deliveries are claimed for this long: longer than the slowest send (SMTP timeouts are at
 /// most 300 s per command), so another replica does not send the same message meanwhile.
 const LEASE_MS: i64 = 15 * 60_000;
+/// Audit events one `notify` job turns into deliveries at a time.
+const EXPAND_PAGE: u32 = 1000;
 /// Deliveries sent at once.
 const BATCH: u32 = 16;
 
@@ -204,7 +206,7 @@ impl Notifier {
             .audit(&AuditFilter {
                 subject: Some(r.id.clone()),
                 after_seq: Some(cursor),
-                limit: 1000,
+                limit: EXPAND_PAGE,
                 ..AuditFilter::default()
             })
             .await?;
@@ -290,7 +292,12 @@ impl Notifier {
         }
         let queued = out.len();
         store.add_deliveries(&r.id, last, &out, now).await?;
-        store.complete_job(job).await?;
+        if events.len() >= EXPAND_PAGE as usize {
+            // More events than one page: run again at once, from the new cursor.
+            store.retry_job(job, now, "more events to expand").await?;
+        } else {
+            store.complete_job(job).await?;
+        }
         if queued > 0 {
             self.wake.notify_one();
         }
