@@ -243,7 +243,7 @@ async fn browser_request_approve_end_and_cli_login() {
         .spawn()
         .expect("sallyport login");
     let stderr = cli.stderr.take().expect("stderr");
-    let url = {
+    let (url, rest_of_stderr) = {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let mut found = None;
@@ -257,7 +257,21 @@ async fn browser_request_approve_end_and_cli_login() {
                 _ => break,
             }
         }
-        found.expect("the CLI printed a sign-in URL")
+        // Keep what the CLI says afterwards, for the failure message.
+        let rest = tokio::spawn(async move {
+            let mut all = String::new();
+            for _ in 0..200 {
+                match lines.next_line().await {
+                    Ok(Some(l)) => {
+                        all.push_str(&l);
+                        all.push('\n');
+                    }
+                    _ => break,
+                }
+            }
+            all
+        });
+        (found.expect("the CLI printed a sign-in URL"), rest)
     };
     c.goto(&url).await.expect("cli login page");
     screenshot(&c, "cli-login").await;
@@ -267,7 +281,11 @@ async fn browser_request_approve_end_and_cli_login() {
         .expect("the CLI finished")
         .expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "login failed: {stdout}");
+    let stderr = rest_of_stderr.await.unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "login failed: {stdout}; stderr: {stderr}"
+    );
     assert!(stdout.contains("as alice"), "{stdout}");
     let who = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
         .args(["whoami", "--server", &base])
