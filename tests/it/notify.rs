@@ -92,7 +92,7 @@ admin_users = ["root"]
 [plugins.capabilities.http.http]
 allow = ["http://127.0.0.1:*"]
 [notify]
-expiring_lead = "4s"
+expiring_lead = "15s"
 watchers = ["watch@example.com"]
 {smtp}
 {hooks}
@@ -521,9 +521,10 @@ async fn approval_links_act_once_for_their_reviewer_after_confirmation() {
     );
     assert_eq!(server.state(&lid).await["state"], "pending");
 
-    // Expiring soon and expired reach the requester (lead 4 s, grant 6 s).
+    // Expiring soon and expired reach the requester (lead 15 s, grant 20 s: the warning is due
+    // 5 s after activation and stays relevant for 15 s, even on a busy machine).
     let r = server
-        .request("alice", "app/short", "6s", "INC-3 quick look")
+        .request("alice", "app/short", "20s", "INC-3 quick look")
         .await;
     let sid = r["id"].as_str().expect("id").to_owned();
     for subject in ["Ending soon: app/short", "Ended: app/short"] {
