@@ -27,11 +27,11 @@
 //! - [`store`]: the only module that speaks SQL. One [`store::Store`] trait; one SQL
 //!   implementation for SQLite and PostgreSQL with their differences in `store/sqlite.rs` and
 //!   `store/postgres.rs`; migrations in `migrations/`.
-//! - [`jobs`]: the durable queue's worker (provision, revoke, expire, time out, notify).
-//! - [`notify`]: notifications. A `notify` job turns a request's new audit events into rows of
-//!   the `deliveries` outbox (reviewers, requester, watchers, webhooks); the notifier's loop
-//!   sends them (lettre SMTP, signed JSON / Slack / Teams webhooks, or the dev outbox page)
-//!   with retry and backoff. Review mails carry one-click approval links.
+//! - [`jobs`]: the durable queue's worker (provision, revoke, expire, time out).
+//! - [`notify`]: notifications. The notifier follows the audit chain and turns its events into
+//!   rows of the `deliveries` outbox (reviewers, requester, watchers, webhooks), then sends them
+//!   (lettre SMTP, signed JSON / Slack / Teams webhooks, or the dev outbox page) with retry and
+//!   backoff. Review mails carry one-click approval links. The request path pays nothing.
 //! - [`audit`]: the hash chain and its verifier.
 //! - [`plugin`]: the only user of wasmtime. Loads components, checks their imports against their
 //!   manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.

@@ -6,11 +6,13 @@ CREATE TABLE people (
     seen_at INTEGER NOT NULL
 );
 
--- How far each request's audit events have been turned into deliveries.
+-- How far the audit chain has been turned into deliveries: the row `*` holds the sequence
+-- number of the last event expanded. It starts at the chain's head: history is not notified.
 CREATE TABLE notify_cursor (
     request_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+INSERT INTO notify_cursor (request_id, seq) SELECT '*', seq FROM audit_head WHERE id = 1;
 
 -- The notification outbox: one row per message to one recipient (an e-mail to a person, a
 -- webhook call). Delivered by the notifier with retries and backoff; `key` makes expansion

@@ -457,34 +457,15 @@ pub enum JobKind {
     Expire,
     /// Time out a pending request at its `pending_until`.
     Timeout,
-    /// Turn the request's new audit events into notifications (e-mail, webhooks).
-    Notify,
 }
-
-/// Audit actions that people or systems are told about (see `notify`): a transition that
-/// records one of them also enqueues a [`JobKind::Notify`] job for its request.
-pub const NOTIFIED_ACTIONS: &[&str] = &[
-    "request.pending",
-    "request.approved",
-    "break_glass.used",
-    "request.denied",
-    "request.cancelled",
-    "request.timed_out",
-    "request.revoked",
-    "grant.activated",
-    "grant.failed",
-    "grant.expired",
-    "grant.ended",
-];
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 4] = [
         JobKind::Provision,
         JobKind::Revoke,
         JobKind::Expire,
         JobKind::Timeout,
-        JobKind::Notify,
     ];
 
     /// The snake_case name.
@@ -494,7 +475,6 @@ impl JobKind {
             JobKind::Revoke => "revoke",
             JobKind::Expire => "expire",
             JobKind::Timeout => "timeout",
-            JobKind::Notify => "notify",
         }
     }
 
@@ -1370,16 +1350,6 @@ impl Request {
                     json!({ "error": error, "attempts": attempts }),
                 );
             }
-        }
-        if events
-            .iter()
-            .any(|e| NOTIFIED_ACTIONS.contains(&e.action.as_str()))
-        {
-            jobs.push(JobSpec {
-                kind: JobKind::Notify,
-                request_id: next.id.clone(),
-                run_at: now,
-            });
         }
         Ok(Transition {
             request: next,

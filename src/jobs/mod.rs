@@ -1,4 +1,4 @@
-//! The durable job queue's worker: provision, revoke, expire, time out, and notify.
+//! The durable job queue's worker: provision, revoke, expire and time out.
 //!
 //! Jobs live in the database, written in the same transaction as the state change that causes
 //! them. The worker claims due jobs for a lease (renewed while they run; on PostgreSQL with
@@ -38,8 +38,6 @@ pub struct WorkerConfig {
     pub provision_attempts: u32,
     /// Longest backoff between retries.
     pub retry_max_ms: i64,
-    /// Expands `notify` jobs into deliveries (none: they are completed without notifying).
-    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s... capped at `max_ms`.
@@ -173,10 +171,6 @@ async fn run_job(service: &Service, cfg: &WorkerConfig, job: &Job) {
         JobKind::Expire => simple(service, cfg, job, Action::Expire).await,
         JobKind::Provision => provision(service, cfg, job).await,
         JobKind::Revoke => revoke(service, cfg, job).await,
-        JobKind::Notify => match &cfg.notifier {
-            Some(n) => n.expand(job).await,
-            None => service.store().complete_job(job).await.map(|()| "skipped"),
-        },
     };
     match outcome {
         Ok(o) => service.metrics().job(kind, o),

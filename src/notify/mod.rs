@@ -2,11 +2,12 @@
 //!
 //! Two steps, both durable and idempotent:
 //!
-//! 1. **Expansion** (the `notify` job, enqueued with every transition that records one of
-//!    [`crate::domain::NOTIFIED_ACTIONS`]): the request's audit events after its cursor become
-//!    rows in `deliveries`, one per recipient and channel (reviewers, requester, watchers,
-//!    webhooks), each with a unique key, in one transaction with the cursor's move. The
-//!    "expiring soon" warning is a delivery due `expiring_lead` before the grant ends.
+//! 1. **Expansion** ([`Notifier::expand`]): the notifier follows the audit chain (every
+//!    transition is there already, so the request path pays nothing for notifications). A
+//!    page of events after its cursor becomes rows in `deliveries`, one per recipient and
+//!    channel (reviewers, requester, watchers, webhooks), each with a unique key, in one
+//!    transaction with the cursor's move. The "expiring soon" warning is a delivery due
+//!    `expiring_lead` before the grant ends.
 //! 2. **Delivery** ([`Notifier::run`]): due rows are claimed for a lease, checked for relevance
 //!    (a review request for a decided request is skipped), rendered, and sent; a failure is
 //!    retried with exponential backoff until `notify.max_attempts`. A mail server outage delays
@@ -26,14 +27,16 @@ use tokio::sync::{Notify, watch};
 use crate::domain::{Millis, Principal, Request, State};
 use crate::jobs::backoff_ms;
 use crate::service::{Service, now_ms};
-use crate::store::{AuditFilter, Delivery, DeliveryState, Job, NewDelivery, StoreError};
+use crate::store::{AuditFilter, Delivery, DeliveryState, NewDelivery, StoreError};
 
-/// Longest the delivery loop sleeps without looking at the queue.
-const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// Longest the notifier sleeps before it looks at the audit chain and the outbox again.
+const POLL: Duration = Duration::from_millis(500);
+/// The `notify_cursor` row holding the notifier's position in the audit chain.
+const CURSOR: &str = "*";
 /// Deliveries are claimed for this long: longer than the slowest send (SMTP timeouts are at
 /// most 300 s per command), so another replica does not send the same message meanwhile.
 const LEASE_MS: i64 = 15 * 60_000;
-/// Audit events one `notify` job turns into deliveries at a time.
+/// Audit events turned into deliveries at a time.
 const EXPAND_PAGE: u32 = 1000;
 /// Deliveries sent at once.
 const BATCH: u32 = 16;
@@ -194,114 +197,117 @@ impl Notifier {
         Ok(out)
     }
 
-    /// Run a `notify` job: turn the request's new audit events into deliveries.
-    pub async fn expand(&self, job: &Job) -> Result<&'static str, StoreError> {
+    /// Turn the next page of the audit chain into deliveries; returns how many events it read.
+    ///
+    /// The deliveries and the cursor's move are one transaction, and every delivery has a unique
+    /// key, so a crash, a retry, or two replicas expanding the same page never send twice.
+    pub async fn expand(&self) -> Result<usize, StoreError> {
         let store = self.service.store();
-        let Some(r) = store.get_request(&job.request_id).await? else {
-            store.complete_job(job).await?;
-            return Ok("stale");
-        };
-        let cursor = store.notify_cursor(&r.id).await?;
+        let cursor = store.notify_cursor(CURSOR).await?;
         let events = store
             .audit(&AuditFilter {
-                subject: Some(r.id.clone()),
                 after_seq: Some(cursor),
                 limit: EXPAND_PAGE,
                 ..AuditFilter::default()
             })
             .await?;
         let Some(last) = events.last().map(|e| e.seq) else {
-            store.complete_job(job).await?;
-            return Ok("nothing");
+            return Ok(0);
         };
         let policy = self.service.policy();
         let cfg = &policy.config;
         let mail = self.mail_mode() != MailMode::Off;
         let now = now_ms();
-        let ent = policy.entitlement(&r.entitlement);
-        let mut watchers: Vec<String> = cfg.notify.watchers.clone();
-        if let Some(e) = ent {
-            watchers.extend(e.watchers.iter().cloned());
-        }
-        watchers.dedup();
         let mut out: Vec<NewDelivery> = Vec::new();
-        let mut push = |topic: &str, channel: &str, target: String, seq: i64, run_at: Millis| {
-            let key = if topic == "review_needed" && channel == "email" {
-                // One review request per reviewer per request, however often stages change.
-                format!("{}/{topic}/{channel}/{target}", r.id)
-            } else {
-                format!("{}/{topic}/{channel}/{target}/{seq}", r.id)
-            };
-            out.push(NewDelivery {
-                key,
-                request_id: r.id.clone(),
-                topic: topic.to_owned(),
-                channel: channel.to_owned(),
-                target,
-                event_seq: seq,
-                run_at,
-            });
-        };
-        let reviewers = if mail && r.state == State::Pending {
-            self.reviewers(&r).await?
-        } else {
-            Vec::new()
-        };
-        // (topic, event, due): every notified event, and the warning before an activation's end.
-        let mut notices: Vec<(&'static str, i64, Millis)> = Vec::new();
+        // The page's notified events, per request, in order.
+        let mut by_request: Vec<(String, Vec<(&'static str, i64)>)> = Vec::new();
         for ev in &events {
             let Some(topic) = topic_of(&ev.action) else {
                 continue;
             };
-            notices.push((topic, ev.seq, now));
-            if topic == "active"
-                && let Some(g) = &r.grant
-            {
-                let lead = crate::domain::secs_to_ms(cfg.notify.expiring_lead_secs);
-                let at = g.expires_at - lead;
-                if lead > 0 && at > g.activated_at {
-                    notices.push(("expiring", ev.seq, at));
-                }
+            match by_request.iter_mut().find(|(id, _)| *id == ev.subject) {
+                Some((_, list)) => list.push((topic, ev.seq)),
+                None => by_request.push((ev.subject.clone(), vec![(topic, ev.seq)])),
             }
         }
-        for &(topic, seq, due) in &notices {
-            if mail {
-                if topic == "review_needed" {
-                    for p in &reviewers {
-                        push(topic, "email", format!("user:{}", p.id), seq, due);
+        let anyone = mail || !cfg.webhooks.is_empty();
+        for (id, list) in by_request.iter().filter(|_| anyone) {
+            let Some(r) = store.get_request(id).await? else {
+                continue;
+            };
+            let mut watchers: Vec<String> = cfg.notify.watchers.clone();
+            if let Some(e) = policy.entitlement(&r.entitlement) {
+                watchers.extend(e.watchers.iter().cloned());
+            }
+            watchers.dedup();
+            let mut push =
+                |topic: &str, channel: &str, target: String, seq: i64, run_at: Millis| {
+                    let key = if topic == "review_needed" && channel == "email" {
+                        // One review request per reviewer per request, however often stages
+                        // change.
+                        format!("{}/{topic}/{channel}/{target}", r.id)
+                    } else {
+                        format!("{}/{topic}/{channel}/{target}/{seq}", r.id)
+                    };
+                    out.push(NewDelivery {
+                        key,
+                        request_id: r.id.clone(),
+                        topic: topic.to_owned(),
+                        channel: channel.to_owned(),
+                        target,
+                        event_seq: seq,
+                        run_at,
+                    });
+                };
+            let reviewers = if mail && r.state == State::Pending {
+                self.reviewers(&r).await?
+            } else {
+                Vec::new()
+            };
+            // (topic, event, due): every notified event, and the warning before an
+            // activation's end.
+            let mut notices: Vec<(&'static str, i64, Millis)> = Vec::new();
+            for &(topic, seq) in list {
+                notices.push((topic, seq, now));
+                if topic == "active"
+                    && let Some(g) = &r.grant
+                {
+                    let lead = crate::domain::secs_to_ms(cfg.notify.expiring_lead_secs);
+                    let at = g.expires_at - lead;
+                    if lead > 0 && at > g.activated_at {
+                        notices.push(("expiring", seq, at));
                     }
                 }
-                if REQUESTER_TOPICS.contains(&topic) {
-                    push(topic, "email", format!("user:{}", r.requester.id), seq, due);
-                }
-                if WATCHER_TOPICS.contains(&topic) {
-                    for w in &watchers {
-                        if w != &r.requester.id {
-                            push(topic, "email", watcher_target(w), seq, due);
+            }
+            for &(topic, seq, due) in &notices {
+                if mail {
+                    if topic == "review_needed" {
+                        for p in &reviewers {
+                            push(topic, "email", format!("user:{}", p.id), seq, due);
+                        }
+                    }
+                    if REQUESTER_TOPICS.contains(&topic) {
+                        push(topic, "email", format!("user:{}", r.requester.id), seq, due);
+                    }
+                    if WATCHER_TOPICS.contains(&topic) {
+                        for w in &watchers {
+                            if w != &r.requester.id {
+                                push(topic, "email", watcher_target(w), seq, due);
+                            }
                         }
                     }
                 }
+                for w in cfg
+                    .webhooks
+                    .iter()
+                    .filter(|w| w.wants(topic, &r.entitlement))
+                {
+                    push(topic, "webhook", w.name.clone(), seq, due);
+                }
             }
-            for w in cfg
-                .webhooks
-                .iter()
-                .filter(|w| w.wants(topic, &r.entitlement))
-            {
-                push(topic, "webhook", w.name.clone(), seq, due);
-            }
         }
-        let queued = out.len();
-        store.add_deliveries(&r.id, last, &out, now).await?;
-        if events.len() >= EXPAND_PAGE as usize {
-            // More events than one page: run again at once, from the new cursor.
-            store.retry_job(job, now, "more events to expand").await?;
-        } else {
-            store.complete_job(job).await?;
-        }
-        if queued > 0 {
-            self.wake.notify_one();
-        }
-        Ok("done")
+        store.add_deliveries(CURSOR, last, &out, now).await?;
+        Ok(events.len())
     }
 
     /// Deliver due notifications until `shutdown` turns true.
@@ -312,6 +318,17 @@ impl Notifier {
                 break;
             }
             let store = self.service.store();
+            // Catch up with the audit chain (bounded: a long backlog continues next round).
+            for _ in 0..20 {
+                match self.expand().await {
+                    Ok(n) if n >= EXPAND_PAGE as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "turning audit events into notifications failed; retrying");
+                        break;
+                    }
+                }
+            }
             match store
                 .claim_deliveries(&self.worker, now_ms(), LEASE_MS, BATCH)
                 .await
@@ -333,10 +350,10 @@ impl Notifier {
             }
             let sleep = match store.next_delivery_due().await {
                 Ok(Some(due)) => {
-                    let ms = (due - now_ms()).clamp(20, MAX_SLEEP.as_millis() as i64);
+                    let ms = (due - now_ms()).clamp(20, POLL.as_millis() as i64);
                     Duration::from_millis(u64::try_from(ms).unwrap_or(20))
                 }
-                Ok(None) => MAX_SLEEP,
+                Ok(None) => POLL,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the outbox failed");
                     Duration::from_secs(1)

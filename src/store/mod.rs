@@ -275,14 +275,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Everyone who has signed in.
     async fn people(&self) -> Result<Vec<Principal>, StoreError>;
 
-    /// The last audit sequence number of `request_id` already turned into deliveries.
-    async fn notify_cursor(&self, request_id: &str) -> Result<i64, StoreError>;
+    /// The audit sequence number a notification cursor has reached (`*`: the notifier's).
+    async fn notify_cursor(&self, cursor: &str) -> Result<i64, StoreError>;
 
-    /// Queue deliveries (ignoring keys already queued) and move the request's cursor to `seq`,
-    /// in one transaction.
+    /// Queue deliveries (ignoring keys already queued) and move `cursor` forward to `seq`, in
+    /// one transaction.
     async fn add_deliveries(
         &self,
-        request_id: &str,
+        cursor: &str,
         seq: i64,
         deliveries: &[NewDelivery],
         now: Millis,
