@@ -758,16 +758,7 @@ impl Config {
         let oidc = raw.oidc.map(|o| {
             match url::Url::parse(&o.issuer) {
                 Ok(u) if u.scheme() == "https" => {}
-                Ok(u)
-                    if u.scheme() == "http"
-                        && u.host_str().is_some_and(|h| {
-                            h == "localhost"
-                                || h.parse::<std::net::IpAddr>()
-                                    .is_ok_and(|ip| ip.is_loopback())
-                                || h.trim_matches(['[', ']'])
-                                    .parse::<std::net::IpAddr>()
-                                    .is_ok_and(|ip| ip.is_loopback())
-                        }) => {}
+                Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host) => {}
                 _ => problem(
                     "oidc.issuer".into(),
                     format!(

@@ -248,6 +248,14 @@ impl Service {
         &self.inner.metrics
     }
 
+    /// A person as known now: the static directory first, then their latest sign-in.
+    pub async fn known_person(&self, id: &str) -> Result<Option<Principal>, StoreError> {
+        match self.policy().directory_principal(id) {
+            Some(p) => Ok(Some(p)),
+            None => self.inner.store.find_person(id).await,
+        }
+    }
+
     /// The worker's wake-up signal (new jobs were enqueued).
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.inner.wake.clone()

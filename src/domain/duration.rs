@@ -1,4 +1,11 @@
-//! Human durations: `90s`, `30m`, `1h30m`, `2d`, or a plain number of seconds.
+//! Human durations (`90s`, `30m`, `1h30m`, `2d`, or a plain number of seconds) and times.
+
+/// `2026-11-25 14:03 UTC`, for people (pages and mail).
+pub fn format_utc(ms: super::Millis) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
 
 /// Parse a duration into whole seconds. Units: `s`, `m`, `h`, `d`; at least one second.
 pub fn parse_duration(text: &str) -> Result<u64, String> {

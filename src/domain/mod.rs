@@ -12,7 +12,7 @@ mod request;
 #[cfg(test)]
 mod proptests;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, format_utc, parse_duration};
 pub use request::*;
 
 /// Milliseconds since the Unix epoch (UTC).

@@ -178,6 +178,23 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    /// `approve` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+
+    /// Parse `approve` or `deny`.
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [Verdict::Approve, Verdict::Deny]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 /// One review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {

@@ -8,7 +8,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Serialize;
 
 use crate::config::{SmtpConfig, SmtpSecurity};
-use crate::domain::{Millis, Principal, Request, format_duration};
+use crate::domain::{Millis, Principal, Request, Verdict, format_duration, format_utc};
 use crate::secret::{Secret, SecretStore, random_b64};
 use crate::service::token_hash;
 use crate::store::ApprovalLink;
@@ -98,7 +98,10 @@ pub fn mint_links(r: &Request, reviewer: &Principal, now: Millis) -> Minted {
         expires_at: r.pending_until,
         used_at: None,
     };
-    let records = vec![record(&approve, "approve"), record(&deny, "deny")];
+    let records = vec![
+        record(&approve, Verdict::Approve.as_str()),
+        record(&deny, Verdict::Deny.as_str()),
+    ];
     Minted {
         approve_token: Secret::new(approve),
         deny_token: Secret::new(deny),
@@ -131,12 +134,6 @@ struct MailView {
 pub struct Mailer {
     html: Handlebars<'static>,
     text: Handlebars<'static>,
-}
-
-fn when(ms: Millis) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
 }
 
 /// One line: no control characters (no header injection through names or ids).
@@ -178,7 +175,7 @@ impl Mailer {
             .clone()
             .unwrap_or_else(|| r.requester.id.clone());
         let ent = &r.entitlement;
-        let ends = r.grant.as_ref().map(|g| when(g.expires_at));
+        let ends = r.grant.as_ref().map(|g| format_utc(g.expires_at));
         let ends_text = ends.clone().unwrap_or_default();
         let (label, heading, intro) = match m.topic {
             "review_needed" => (
@@ -277,7 +274,7 @@ impl Mailer {
             approve: m.review_links.map(|l| l.approve.clone()),
             deny: m.review_links.map(|l| l.deny.clone()),
             link_only: m.link_only,
-            links_expire: when(r.pending_until),
+            links_expire: format_utc(r.pending_until),
         };
         let (html_t, text_t) = if m.topic == "review_needed" {
             ("review.html", "review.txt")

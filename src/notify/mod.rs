@@ -147,22 +147,8 @@ impl Notifier {
             .map_or_else(|_| path.to_owned(), |u| u.to_string())
     }
 
-    /// A person by id: the static directory first, then people who signed in.
-    async fn person(&self, id: &str) -> Result<Option<Principal>, StoreError> {
-        if let Some(p) = self.service.policy().directory_principal(id) {
-            return Ok(Some(p));
-        }
-        Ok(self
-            .service
-            .store()
-            .people()
-            .await?
-            .into_iter()
-            .find(|p| p.id == id))
-    }
-
-    /// Everyone who may review `r` now and has not yet (not the requester).
-    async fn reviewers(&self, r: &Request) -> Result<Vec<Principal>, StoreError> {
+    /// Everyone Sallyport knows: the static directory, then people who signed in.
+    async fn known_people(&self) -> Result<Vec<Principal>, StoreError> {
         let policy = self.service.policy();
         let mut known: Vec<Principal> = policy
             .config
@@ -175,26 +161,7 @@ impl Notifier {
                 known.push(p);
             }
         }
-        let mut out: Vec<Principal> = Vec::new();
-        for q in r.requirements.iter().filter(|q| !q.satisfied()) {
-            for id in &q.users {
-                if !known.iter().any(|k| &k.id == id) {
-                    // Named but never seen: an id that is an address can still be mailed.
-                    known.push(Principal {
-                        id: id.clone(),
-                        email: None,
-                        name: None,
-                        groups: Vec::new(),
-                    });
-                }
-            }
-            for p in known.iter().filter(|p| q.admits(p)) {
-                if p.id != r.requester.id && r.may_review(p) && !out.iter().any(|o| o.id == p.id) {
-                    out.push(p.clone());
-                }
-            }
-        }
-        Ok(out)
+        Ok(known)
     }
 
     /// Turn the next page of the audit chain into deliveries; returns how many events it read.
@@ -231,6 +198,8 @@ impl Notifier {
             }
         }
         let anyone = mail || !cfg.webhooks.is_empty();
+        // Loaded once per page, when a pending request needs its reviewers.
+        let mut known: Option<Vec<Principal>> = None;
         for (id, list) in by_request.iter().filter(|_| anyone) {
             let Some(r) = store.get_request(id).await? else {
                 continue;
@@ -260,7 +229,10 @@ impl Notifier {
                     });
                 };
             let reviewers = if mail && r.state == State::Pending {
-                self.reviewers(&r).await?
+                if known.is_none() {
+                    known = Some(self.known_people().await?);
+                }
+                reviewers(&r, known.as_deref().unwrap_or_default())
             } else {
                 Vec::new()
             };
@@ -431,7 +403,12 @@ impl Notifier {
             Some(("user", id)) => {
                 // Known people first; else what the request itself knows of its requester; else
                 // a reviewer named by an address who never signed in.
-                let p = match self.person(id).await.map_err(|e| e.to_string())? {
+                let p = match self
+                    .service
+                    .known_person(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     Some(p) => Some(p),
                     None if id == r.requester.id => Some(r.requester.clone()),
                     None if id.contains('@') => Some(Principal {
@@ -563,6 +540,31 @@ impl Notifier {
 enum Sent {
     Yes,
     Skipped(&'static str),
+}
+
+/// Everyone who may review `r` now and has not yet (not the requester), of `known` and the
+/// users the requirements name.
+fn reviewers(r: &Request, known: &[Principal]) -> Vec<Principal> {
+    let mut out: Vec<Principal> = Vec::new();
+    for q in r.requirements.iter().filter(|q| !q.satisfied()) {
+        // Named but never seen: an id that is an address can still be mailed.
+        let named = q
+            .users
+            .iter()
+            .filter(|id| !known.iter().any(|k| &k.id == *id))
+            .map(|id| Principal {
+                id: id.clone(),
+                email: None,
+                name: None,
+                groups: Vec::new(),
+            });
+        for p in known.iter().cloned().chain(named).filter(|p| q.admits(p)) {
+            if p.id != r.requester.id && r.may_review(&p) && !out.iter().any(|o| o.id == p.id) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The grant is in place and has not ended: an "ending soon" warning still makes sense.

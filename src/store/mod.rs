@@ -165,7 +165,7 @@ pub struct Counts {
 
 /// The persistence interface.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: NotifyStore + Send + Sync + std::fmt::Debug {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
@@ -266,14 +266,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts for metrics.
     async fn counts(&self) -> Result<Counts, StoreError>;
+}
 
-    // --- Notifications (see `crate::notify`).
-
+/// The notification tables (see `crate::notify`): people seen, the delivery outbox, approval
+/// links, the dev-mode outbox. A part of every [`Store`].
+#[async_trait]
+pub trait NotifyStore: Send + Sync {
     /// Remember a person who signed in (their groups as of now), for reviewer-group mail.
     async fn remember_person(&self, p: &Principal, now: Millis) -> Result<(), StoreError>;
 
     /// Everyone who has signed in.
     async fn people(&self) -> Result<Vec<Principal>, StoreError>;
+
+    /// A person who signed in, by id.
+    async fn find_person(&self, id: &str) -> Result<Option<Principal>, StoreError>;
 
     /// The audit sequence number a notification cursor has reached (`*`: the notifier's).
     async fn notify_cursor(&self, cursor: &str) -> Result<i64, StoreError>;
@@ -341,6 +347,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The dev-mode outbox, newest first.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// One message of the dev-mode outbox.
+    async fn outbox_message(&self, id: i64) -> Result<Option<OutboxMessage>, StoreError>;
 }
 
 /// A notification to queue.

@@ -1,12 +1,12 @@
 //! The notification tables: people seen, the delivery outbox, approval links, the dev outbox.
 
+use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::sql::{SqlStore, corrupt};
 use super::{
-    ApprovalLink, Backend, Delivery, DeliveryState, NewDelivery, OutboxMessage, StoreError,
-    postgres,
+    ApprovalLink, Delivery, DeliveryState, NewDelivery, NotifyStore, OutboxMessage, StoreError,
 };
 use crate::domain::{Millis, Principal};
 
@@ -40,15 +40,29 @@ fn link_from(row: &AnyRow) -> Result<ApprovalLink, StoreError> {
     })
 }
 
+fn principal_from(row: &AnyRow) -> Result<Principal, StoreError> {
+    let s: String = row.try_get("principal")?;
+    serde_json::from_str(&s).map_err(|e| corrupt("people.principal", e))
+}
+
+fn outbox_from(r: &AnyRow) -> Result<OutboxMessage, StoreError> {
+    Ok(OutboxMessage {
+        id: r.try_get("id")?,
+        recipient: r.try_get("recipient")?,
+        subject: r.try_get("subject")?,
+        text_body: r.try_get("text_body")?,
+        html_body: r.try_get("html_body")?,
+        request_id: r.try_get("request_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 const DELIVERY_COLUMNS: &str =
     "id, request_id, topic, channel, target, event_seq, run_at, attempts, last_error, state";
 
-impl SqlStore {
-    pub(super) async fn remember_person_sql(
-        &self,
-        p: &Principal,
-        now: Millis,
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl NotifyStore for SqlStore {
+    async fn remember_person(&self, p: &Principal, now: Millis) -> Result<(), StoreError> {
         let principal = serde_json::to_string(p).map_err(|e| corrupt("principal", e))?;
         sqlx::query(
             "INSERT INTO people (id, principal, seen_at) VALUES ($1, $2, $3) \
@@ -62,29 +76,32 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn people_sql(&self) -> Result<Vec<Principal>, StoreError> {
+    async fn people(&self) -> Result<Vec<Principal>, StoreError> {
         let rows = sqlx::query("SELECT principal FROM people ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let s: String = r.try_get("principal")?;
-                serde_json::from_str(&s).map_err(|e| corrupt("people.principal", e))
-            })
-            .collect()
+        rows.iter().map(principal_from).collect()
     }
 
-    pub(super) async fn notify_cursor_sql(&self, request_id: &str) -> Result<i64, StoreError> {
+    async fn find_person(&self, id: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query("SELECT principal FROM people WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| principal_from(&r)).transpose()
+    }
+
+    async fn notify_cursor(&self, cursor: &str) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT seq FROM notify_cursor WHERE request_id = $1")
-            .bind(request_id)
+            .bind(cursor)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get("seq")).transpose()?.unwrap_or(0))
     }
 
-    pub(super) async fn add_deliveries_sql(
+    async fn add_deliveries(
         &self,
-        request_id: &str,
+        cursor: &str,
         seq: i64,
         deliveries: &[NewDelivery],
         now: Millis,
@@ -111,7 +128,7 @@ impl SqlStore {
              ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq \
              WHERE notify_cursor.seq < excluded.seq",
         )
-        .bind(request_id)
+        .bind(cursor)
         .bind(seq)
         .execute(tx.conn())
         .await?;
@@ -119,17 +136,14 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn claim_deliveries_sql(
+    async fn claim_deliveries(
         &self,
         worker: &str,
         now: Millis,
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let skip = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => postgres::SKIP_LOCKED,
-        };
+        let skip = self.skip_locked();
         let sql = format!(
             "UPDATE deliveries SET locked_by = $1, locked_until = $2 WHERE id IN (\
                SELECT id FROM deliveries WHERE state = 'queued' AND run_at <= $3 \
@@ -150,7 +164,7 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(super) async fn finish_delivery_sql(
+    async fn finish_delivery(
         &self,
         id: i64,
         worker: &str,
@@ -172,7 +186,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn retry_delivery_sql(
+    async fn retry_delivery(
         &self,
         id: i64,
         worker: &str,
@@ -192,7 +206,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn next_delivery_due_sql(&self) -> Result<Option<Millis>, StoreError> {
+    async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query(
             "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > run_at THEN locked_until ELSE run_at END) AS due \
              FROM deliveries WHERE state = 'queued'",
@@ -202,10 +216,7 @@ impl SqlStore {
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
 
-    pub(super) async fn deliveries_for_sql(
-        &self,
-        request_id: &str,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    async fn deliveries_for(&self, request_id: &str) -> Result<Vec<Delivery>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE request_id = $1 ORDER BY id"
         ))
@@ -215,7 +226,7 @@ impl SqlStore {
         rows.iter().map(delivery_from).collect()
     }
 
-    pub(super) async fn insert_links_sql(&self, links: &[ApprovalLink]) -> Result<(), StoreError> {
+    async fn insert_links(&self, links: &[ApprovalLink]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for l in links {
             let principal =
@@ -238,7 +249,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn delete_links_sql(&self, hashes: &[String]) -> Result<(), StoreError> {
+    async fn delete_links(&self, hashes: &[String]) -> Result<(), StoreError> {
         for h in hashes {
             sqlx::query("DELETE FROM approval_links WHERE hash = $1 AND used_at IS NULL")
                 .bind(h)
@@ -248,10 +259,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn find_link_sql(
-        &self,
-        hash: &str,
-    ) -> Result<Option<ApprovalLink>, StoreError> {
+    async fn find_link(&self, hash: &str) -> Result<Option<ApprovalLink>, StoreError> {
         let row = sqlx::query("SELECT * FROM approval_links WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
@@ -259,7 +267,7 @@ impl SqlStore {
         row.as_ref().map(link_from).transpose()
     }
 
-    pub(super) async fn use_link_sql(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
+    async fn use_link(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE approval_links SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 \
@@ -287,7 +295,7 @@ impl SqlStore {
         Ok(true)
     }
 
-    pub(super) async fn put_outbox_sql(&self, m: &OutboxMessage) -> Result<(), StoreError> {
+    async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO outbox (recipient, subject, text_body, html_body, request_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -303,23 +311,19 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn outbox_sql(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
         let rows = sqlx::query("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
             .bind(i64::from(limit.clamp(1, 500)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxMessage {
-                    id: r.try_get("id")?,
-                    recipient: r.try_get("recipient")?,
-                    subject: r.try_get("subject")?,
-                    text_body: r.try_get("text_body")?,
-                    html_body: r.try_get("html_body")?,
-                    request_id: r.try_get("request_id")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_from).collect()
+    }
+
+    async fn outbox_message(&self, id: i64) -> Result<Option<OutboxMessage>, StoreError> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(outbox_from).transpose()
     }
 }

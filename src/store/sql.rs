@@ -9,9 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    ApprovalLink, AuditFilter, Backend, Counts, Delivery, DeliveryState, Job, NewDelivery,
-    OutboxMessage, RequestFilter, Store, StoreError, TokenRecord, TokenScope, WriteCtx, postgres,
-    sqlite,
+    AuditFilter, Backend, Counts, Job, RequestFilter, Store, StoreError, TokenRecord, TokenScope,
+    WriteCtx, postgres, sqlite,
 };
 use crate::audit::{AuditRecord, Verifier, VerifyReport, chain_hash};
 use crate::domain::{Event, JobKind, JobSpec, Millis, PluginRef, Request, State, Transition};
@@ -192,6 +191,14 @@ impl SqlStore {
         match self.backend {
             Backend::Sqlite => sqlite::LOCK_FOR_UPDATE,
             Backend::Postgres => postgres::LOCK_FOR_UPDATE,
+        }
+    }
+
+    /// How a claim query skips rows another replica is claiming (SQLite has one writer).
+    pub(super) fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => postgres::SKIP_LOCKED,
         }
     }
 
@@ -671,10 +678,7 @@ impl Store for SqlStore {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        let skip = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => postgres::SKIP_LOCKED,
-        };
+        let skip = self.skip_locked();
         let sql = format!(
             "UPDATE jobs SET locked_by = $1, locked_until = $2 WHERE id IN (\
                SELECT id FROM jobs WHERE run_at <= $3 AND (locked_until IS NULL OR locked_until < $3) \
@@ -905,96 +909,5 @@ impl Store for SqlStore {
             .await?;
         c.audit_events = row.try_get("seq")?;
         Ok(c)
-    }
-
-    async fn remember_person(
-        &self,
-        p: &crate::domain::Principal,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        self.remember_person_sql(p, now).await
-    }
-
-    async fn people(&self) -> Result<Vec<crate::domain::Principal>, StoreError> {
-        self.people_sql().await
-    }
-
-    async fn notify_cursor(&self, request_id: &str) -> Result<i64, StoreError> {
-        self.notify_cursor_sql(request_id).await
-    }
-
-    async fn add_deliveries(
-        &self,
-        request_id: &str,
-        seq: i64,
-        deliveries: &[NewDelivery],
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        self.add_deliveries_sql(request_id, seq, deliveries, now)
-            .await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        worker: &str,
-        now: Millis,
-        lease_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        self.claim_deliveries_sql(worker, now, lease_ms, limit)
-            .await
-    }
-
-    async fn finish_delivery(
-        &self,
-        id: i64,
-        worker: &str,
-        state: DeliveryState,
-        note: Option<&str>,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        self.finish_delivery_sql(id, worker, state, note, now).await
-    }
-
-    async fn retry_delivery(
-        &self,
-        id: i64,
-        worker: &str,
-        run_at: Millis,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        self.retry_delivery_sql(id, worker, run_at, error).await
-    }
-
-    async fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
-        self.next_delivery_due_sql().await
-    }
-
-    async fn deliveries_for(&self, request_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        self.deliveries_for_sql(request_id).await
-    }
-
-    async fn insert_links(&self, links: &[ApprovalLink]) -> Result<(), StoreError> {
-        self.insert_links_sql(links).await
-    }
-
-    async fn delete_links(&self, hashes: &[String]) -> Result<(), StoreError> {
-        self.delete_links_sql(hashes).await
-    }
-
-    async fn find_link(&self, hash: &str) -> Result<Option<ApprovalLink>, StoreError> {
-        self.find_link_sql(hash).await
-    }
-
-    async fn use_link(&self, hash: &str, now: Millis) -> Result<bool, StoreError> {
-        self.use_link_sql(hash, now).await
-    }
-
-    async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError> {
-        self.put_outbox_sql(m).await
-    }
-
-    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
-        self.outbox_sql(limit).await
     }
 }

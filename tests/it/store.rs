@@ -8,8 +8,8 @@ use sallyport::domain::{
     Transition,
 };
 use sallyport::store::{
-    ApprovalLink, AuditFilter, DeliveryState, NewDelivery, OutboxMessage, RequestFilter, SqlStore,
-    Store, StoreError, TokenRecord, TokenScope, WriteCtx,
+    ApprovalLink, AuditFilter, DeliveryState, NewDelivery, NotifyStore, OutboxMessage,
+    RequestFilter, SqlStore, Store, StoreError, TokenRecord, TokenScope, WriteCtx,
 };
 
 use crate::db_or_skip;
@@ -491,6 +491,8 @@ async fn notify_on(backend: Backend) {
     bob.groups = vec!["leads".into()];
     s.remember_person(&bob, 2).await.expect("remember again");
     assert_eq!(s.people().await.expect("people"), vec![bob.clone()]);
+    assert_eq!(s.find_person("bob").await.expect("find"), Some(bob.clone()));
+    assert_eq!(s.find_person("nobody").await.expect("find"), None);
 
     // Deliveries: queued once per key; the cursor only moves forward.
     let d = |key: &str, run_at: i64| NewDelivery {
@@ -620,6 +622,9 @@ async fn notify_on(backend: Backend) {
         .expect("outbox");
     }
     let out = s.outbox(10).await.expect("outbox");
+    let first = s.outbox_message(out[1].id).await.expect("message");
+    assert_eq!(first.map(|m| m.subject), Some("m1".to_owned()));
+    assert_eq!(s.outbox_message(-1).await.expect("message"), None);
     assert_eq!(
         out.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(),
         ["m2", "m1"]

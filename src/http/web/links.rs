@@ -14,14 +14,12 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::pages::{Nav, limited, pre_ok, render, see_other, when};
-use super::{
-    PRE_COOKIE, SESSION_COOKIE, WebError, WebForm, WebUser, cookie, csrf_for, enc, html_headers,
-};
+use super::{PRE_COOKIE, WebError, WebForm, WebUser, cookie, csrf_for, enc, html_headers};
 use crate::domain::{Channel, State as ReqState, Verdict, clean_comment, format_duration};
 use crate::http::AppState;
 use crate::secret::random_b64;
-use crate::service::{Caller, ServiceError, now_ms, token_hash};
-use crate::store::{ApprovalLink, TokenScope, WriteCtx};
+use crate::service::{Caller, now_ms, token_hash};
+use crate::store::{ApprovalLink, WriteCtx};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -116,17 +114,9 @@ enum Who {
 }
 
 async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Result<Who, Response> {
-    let session = match cookie(headers, SESSION_COOKIE) {
-        Some(t) => match st.service.authenticate_scoped(&t, TokenScope::Web).await {
-            Ok(caller) => Some(WebUser {
-                caller,
-                csrf: csrf_for(&t),
-            }),
-            Err(ServiceError::Unauthenticated(_)) => None,
-            Err(e) => return Err(WebError::from(e).into_response()),
-        },
-        None => None,
-    };
+    let session = WebUser::of_session(st, headers)
+        .await
+        .map_err(IntoResponse::into_response)?;
     match session {
         Some(u) if u.caller.principal.id != l.link.reviewer => Err(WebError::new(
             StatusCode::FORBIDDEN,
@@ -147,18 +137,11 @@ async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Res
         None if l.link_only => {
             // Act as the reviewer as known now (the directory, or their latest sign-in), never
             // as the copy made when the mail was sent; unknown now means sign in.
-            let policy = st.service.policy();
-            let principal = match policy.directory_principal(&l.link.reviewer) {
-                Some(p) => Some(p),
-                None => st
-                    .service
-                    .store()
-                    .people()
-                    .await
-                    .map_err(|e| WebError::from(e).into_response())?
-                    .into_iter()
-                    .find(|p| p.id == l.link.reviewer),
-            };
+            let principal = st
+                .service
+                .known_person(&l.link.reviewer)
+                .await
+                .map_err(|e| WebError::from(e).into_response())?;
             let Some(principal) = principal else {
                 return Err(Redirect::to(&format!(
                     "/signin?next={}",
@@ -170,7 +153,7 @@ async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Res
                 return Err(cannot_review().into_response());
             }
             Ok(Who::LinkOnly(Caller {
-                roles: policy.roles(&principal),
+                roles: st.service.policy().roles(&principal),
                 principal,
                 token_id: None,
             }))
@@ -180,20 +163,28 @@ async fn who(st: &AppState, headers: &HeaderMap, l: &Loaded, token: &str) -> Res
     }
 }
 
+/// What GET and POST both check first: the link, that it can still act, and who would act.
+/// `Err` is a refusal page or a redirect to sign in.
+async fn prepare(
+    st: &AppState,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<(Loaded, Who, Verdict), Response> {
+    let l = load(st, token).await.map_err(IntoResponse::into_response)?;
+    if let Some(e) = refusal(&l, now_ms()) {
+        return Err(e.into_response());
+    }
+    let who = who(st, headers, &l, token).await?;
+    let verdict = Verdict::parse(&l.link.action).ok_or_else(|| invalid().into_response())?;
+    Ok((l, who, verdict))
+}
+
 fn cannot_review() -> WebError {
     WebError::new(
         StatusCode::FORBIDDEN,
         "You cannot review this request now",
         "The approval policy does not list you as a reviewer of this request (any more), or you have reviewed it already. Nothing was changed.",
     )
-}
-
-fn verdict_of(action: &str) -> Option<Verdict> {
-    match action {
-        "approve" => Some(Verdict::Approve),
-        "deny" => Some(Verdict::Deny),
-        _ => None,
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -220,15 +211,10 @@ async fn link_page(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, WebError> {
-    let l = load(&st, &token).await?;
-    if let Some(e) = refusal(&l, now_ms()) {
-        return Err(e);
-    }
-    let who = match who(&st, &headers, &l, &token).await {
-        Ok(w) => w,
+    let (l, who, verdict) = match prepare(&st, &headers, &token).await {
+        Ok(p) => p,
         Err(res) => return Ok(res),
     };
-    let verdict = verdict_of(&l.link.action).ok_or_else(invalid)?;
     let r = &l.request;
     let (nav, csrf, signed_in, set_pre) = match &who {
         Who::Session(u) => (Nav::of(&st, u).await?, u.csrf.clone(), true, None),
@@ -301,12 +287,8 @@ async fn link_act(
     Path(token): Path<String>,
     WebForm(f): WebForm<LinkForm>,
 ) -> Result<Response, WebError> {
-    let l = load(&st, &token).await?;
-    if let Some(e) = refusal(&l, now_ms()) {
-        return Err(e);
-    }
-    let who = match who(&st, &headers, &l, &token).await {
-        Ok(w) => w,
+    let (l, who, verdict) = match prepare(&st, &headers, &token).await {
+        Ok(p) => p,
         Err(res) => return Ok(res),
     };
     let csrf_ok = match &who {
@@ -320,7 +302,6 @@ async fn link_act(
             "The form did not carry a valid security token (CSRF), so nothing was changed. Open the link from your e-mail again.",
         ));
     }
-    let verdict = verdict_of(&l.link.action).ok_or_else(invalid)?;
     if let Err(wait) = st.web.limits.review.check(&l.link.reviewer) {
         return Ok(limited(wait));
     }
@@ -456,17 +437,8 @@ async fn outbox(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
             text: m.text_body,
         })
         .collect();
-    let nav = match cookie(&headers, SESSION_COOKIE) {
-        Some(t) => match st.service.authenticate_scoped(&t, TokenScope::Web).await {
-            Ok(caller) => {
-                let u = WebUser {
-                    caller,
-                    csrf: csrf_for(&t),
-                };
-                Nav::of(&st, &u).await?
-            }
-            Err(_) => Nav::anonymous(st.dev),
-        },
+    let nav = match WebUser::of_session(&st, &headers).await? {
+        Some(u) => Nav::of(&st, &u).await?,
         None => Nav::anonymous(st.dev),
     };
     Ok(render(
@@ -489,10 +461,8 @@ async fn outbox_html(
     let m = st
         .service
         .store()
-        .outbox(500)
+        .outbox_message(id)
         .await?
-        .into_iter()
-        .find(|m| m.id == id)
         .ok_or_else(|| WebError::not_found("no such message"))?;
     Ok((
         StatusCode::OK,

@@ -160,20 +160,35 @@ impl FromRequestParts<AppState> for WebUser {
             };
             Redirect::to(&format!("/signin?next={}", enc(&next))).into_response()
         };
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(to_signin());
+        match WebUser::of_session(st, &parts.headers).await {
+            Ok(Some(u)) => Ok(u),
+            Ok(None) => Err(to_signin()),
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}
+
+impl WebUser {
+    /// The user of the request's session cookie, if it holds a live session (pages that also
+    /// serve people who are not signed in).
+    pub async fn of_session(
+        st: &AppState,
+        headers: &HeaderMap,
+    ) -> Result<Option<WebUser>, WebError> {
+        let Some(token) = cookie(headers, SESSION_COOKIE) else {
+            return Ok(None);
         };
         match st
             .service
             .authenticate_scoped(&token, TokenScope::Web)
             .await
         {
-            Ok(caller) => Ok(WebUser {
+            Ok(caller) => Ok(Some(WebUser {
                 caller,
                 csrf: csrf_for(&token),
-            }),
-            Err(ServiceError::Unauthenticated(_)) => Err(to_signin()),
-            Err(e) => Err(WebError::from(e).into_response()),
+            })),
+            Err(ServiceError::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(WebError::from(e)),
         }
     }
 }

@@ -150,12 +150,7 @@ fn render_csp<T: Serialize>(
     }
 }
 
-/// `2026-11-25 14:03 UTC`.
-pub fn when(ms: Millis) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
-}
+pub(super) use crate::domain::format_utc as when;
 
 fn iso(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms)
@@ -1057,16 +1052,12 @@ async fn review(
     if let Err(wait) = st.web.limits.review.check(&user.caller.principal.id) {
         return Ok(limited(wait));
     }
-    let verdict = match f.verdict.as_str() {
-        "approve" => Verdict::Approve,
-        "deny" => Verdict::Deny,
-        other => {
-            return Err(WebError::new(
-                StatusCode::BAD_REQUEST,
-                "That did not work",
-                format!("`{other}` is not approve or deny"),
-            ));
-        }
+    let Some(verdict) = Verdict::parse(&f.verdict) else {
+        return Err(WebError::new(
+            StatusCode::BAD_REQUEST,
+            "That did not work",
+            format!("`{}` is not approve or deny", f.verdict),
+        ));
     };
     let comment = Some(f.comment).filter(|c| !c.trim().is_empty());
     if verdict == Verdict::Deny && comment.is_none() {
