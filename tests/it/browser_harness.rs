@@ -29,6 +29,13 @@ const START: Duration = Duration::from_secs(30);
 const STEP: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
+use crate::harness::{free_port, which};
+
+/// Skip (`None`) when a partner is missing, or fail when CI requires the browser tests.
+fn missing<T>(what: &str) -> Option<T> {
+    crate::harness::missing("SALLYPORT_REQUIRE_BROWSER", what)
+}
+
 /// The Chromium flags of DESIGN.md section 10 (plus the window size and a fresh profile).
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
@@ -41,31 +48,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-sync",
     "--window-size=1280,900",
 ];
-
-/// Skip (`None`) when a partner is missing, or fail when CI requires the browser tests.
-fn missing<T>(what: &str) -> Option<T> {
-    assert!(
-        std::env::var_os("SALLYPORT_REQUIRE_BROWSER").is_none(),
-        "SALLYPORT_REQUIRE_BROWSER is set but {what}"
-    );
-    eprintln!("skipped: {what}");
-    None
-}
-
-/// An executable on PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
 
 /// A real OpenID provider for one test; killed when dropped.
 ///

@@ -8,18 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::db_or_skip;
-use crate::harness::{Backend, PolicyOptions, Target, policy};
+use crate::harness::{Backend, PolicyOptions, Target, free_port, policy};
 
 const T: Duration = Duration::from_secs(20);
 
 struct Proc {
     child: Child,
     url: String,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn start(config: &Path, url: &str, log: &Path) -> Proc {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -540,4 +540,31 @@ where
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// An executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A test partner is missing: skip (`None`), or fail when `require` (set by `.ci/run`) says
+/// the tests must not be skipped.
+pub fn missing<T>(require: &str, what: &str) -> Option<T> {
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {what}"
+    );
+    eprintln!("skipped: {what}");
+    None
 }

@@ -10,7 +10,7 @@
 
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,30 +28,12 @@ const ATTEMPTS: usize = 3;
 /// maildev's entry point, relative to `tests/mail`.
 const BIN: &str = "node_modules/maildev/bin/maildev";
 
+pub use crate::harness::free_port;
+use crate::harness::which;
+
 /// Skip (`None`) when maildev is missing, or fail when CI requires the mail tests.
 fn missing<T>(what: &str) -> Option<T> {
-    assert!(
-        std::env::var_os("SALLYPORT_REQUIRE_MAIL").is_none(),
-        "SALLYPORT_REQUIRE_MAIL is set but {what}"
-    );
-    eprintln!("skipped: {what}");
-    None
-}
-
-/// An executable on PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A loopback port that was free a moment ago (bound to port 0, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    crate::harness::missing("SALLYPORT_REQUIRE_MAIL", what)
 }
 
 /// Start maildev on random loopback ports; `None` (skip) when Node or the npm package is

@@ -19,9 +19,9 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot};
-use crate::harness::{Server, Target, eventually};
+use crate::harness::{Server, Target, eventually, free_port};
 use crate::mail_harness::{self, Mail, Maildev};
-use crate::web::{click, free_port, no_redirects, session, text};
+use crate::web::{click, no_redirects, session, text};
 
 const WAIT: Duration = Duration::from_secs(30);
 const HOOK_KEY: &str = "whsec-test-key-0123456789";

@@ -11,14 +11,7 @@ use sallyport::store::{TokenScope, WriteCtx};
 use serde_json::Value;
 
 use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot, set_width};
-use crate::harness::{Server, Target, eventually};
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
+use crate::harness::{Server, Target, eventually, free_port};
 
 fn config(port: u16, db: &str, target: &str, oidc: Option<(&str, &str)>) -> String {
     let oidc = oidc.map_or(String::new(), |(issuer, client)| {
