@@ -204,6 +204,50 @@ mod tests {
         assert_ne!(sig, sign(b"Jefe", 1_700_000_000, b"{\"a\":2}"));
     }
 
+    /// A Slack or Teams URL is a credential: a failed call names the webhook, never the URL.
+    #[tokio::test]
+    async fn errors_do_not_reveal_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/s3cr3t-token");
+        let mut secrets = SecretStore::new();
+        secrets.insert("slack_url", crate::secret::Secret::new(url));
+        let w = WebhookConfig {
+            name: "chat".into(),
+            url: None,
+            url_secret: Some("slack_url".into()),
+            format: WebhookFormat::Slack,
+            signing_secret: None,
+            events: vec![],
+            entitlements: vec![],
+        };
+        let r: Request = serde_json::from_value(json!({
+            "id": "r1", "entitlement": "app/x",
+            "requester": { "id": "alice", "groups": [] },
+            "duration_secs": 60, "justification": "j", "state": "pending",
+            "created_at": 1, "updated_at": 1, "pending_until": 2,
+            "break_glass_allowed": false, "version": 0
+        }))
+        .expect("request");
+        let e = Event {
+            delivery: 1,
+            topic: "approved",
+            request: &r,
+            url: "http://sp/requests/r1".into(),
+            at: 1000,
+        };
+        let err = send(&reqwest::Client::new(), &w, &secrets, &e)
+            .await
+            .expect_err("nothing listens");
+        assert!(err.contains("webhook `chat`"), "{err}");
+        assert!(
+            !err.contains("s3cr3t") && !err.contains("/services/"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn slack_text_is_escaped() {
         assert_eq!(slack_escape("<@here> & co"), "&lt;@here&gt; &amp; co");
