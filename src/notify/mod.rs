@@ -208,6 +208,7 @@ impl Notifier {
             if let Some(e) = policy.entitlement(&r.entitlement) {
                 watchers.extend(e.watchers.iter().cloned());
             }
+            watchers.sort();
             watchers.dedup();
             let mut push =
                 |topic: &str, channel: &str, target: String, seq: i64, run_at: Millis| {
