@@ -67,6 +67,7 @@ struct RawConfig {
     #[serde(default)]
     jobs: RawJobs,
     aws: Option<RawAws>,
+    azure: Option<RawAzure>,
     oidc: Option<RawOidc>,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -151,6 +152,23 @@ struct RawAws {
     access_key_id_secret: Option<String>,
     secret_access_key_secret: Option<String>,
     session_token_secret: Option<String>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAzure {
+    credential: Option<String>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret_secret: Option<String>,
+    federated_token_file: Option<PathBuf>,
+    authority_host: Option<String>,
+    arm_endpoint: Option<String>,
+    arm_audience: Option<String>,
+    graph_endpoint: Option<String>,
+    graph_audience: Option<String>,
+    ca_file: Option<PathBuf>,
     max_attempts: Option<u32>,
 }
 
@@ -278,6 +296,63 @@ pub struct AwsConfig {
     /// Secret holding a session token.
     pub session_token_secret: Option<String>,
     /// Attempts per call (throttling and transient errors are retried with backoff).
+    pub max_attempts: u32,
+}
+
+/// How Sallyport signs in to Microsoft Entra ID (`[azure] credential`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureCredential {
+    /// An app registration's client secret (`client_secret_secret`).
+    ClientSecret,
+    /// Workload identity federation: a federated token file (Kubernetes, CI).
+    WorkloadIdentity,
+    /// The managed identity of the VM or App Service Sallyport runs on.
+    ManagedIdentity,
+    /// The signed-in Azure CLI (`az login`), for development.
+    AzureCli,
+}
+
+impl AzureCredential {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AzureCredential::ClientSecret => "client_secret",
+            AzureCredential::WorkloadIdentity => "workload_identity",
+            AzureCredential::ManagedIdentity => "managed_identity",
+            AzureCredential::AzureCli => "azure_cli",
+        }
+    }
+}
+
+/// Sallyport's own Azure access (`[azure]`): what backs the plugins' `azure` capability.
+#[derive(Debug, Clone)]
+pub struct AzureConfig {
+    /// How to get tokens.
+    pub credential: AzureCredential,
+    /// The Entra tenant (directory) id or domain; from `AZURE_TENANT_ID` when absent (workload
+    /// identity).
+    pub tenant_id: Option<String>,
+    /// The app registration's client id (a user-assigned managed identity's client id).
+    pub client_id: Option<String>,
+    /// Secret holding the client secret.
+    pub client_secret_secret: Option<String>,
+    /// The federated token file (workload identity); from `AZURE_FEDERATED_TOKEN_FILE` when absent.
+    pub federated_token_file: Option<PathBuf>,
+    /// The Entra authority, `https://login.microsoftonline.com` by default (sovereign clouds
+    /// differ).
+    pub authority_host: String,
+    /// Azure Resource Manager's endpoint.
+    pub arm_endpoint: String,
+    /// The audience of ARM tokens (the scope asked is `<audience>/.default`).
+    pub arm_audience: String,
+    /// Microsoft Graph's endpoint (user principal names are resolved there).
+    pub graph_endpoint: String,
+    /// The audience of Graph tokens.
+    pub graph_audience: String,
+    /// Extra trusted root certificates (PEM) for Azure calls: a private CA or a TLS-inspecting
+    /// proxy.
+    pub ca_file: Option<PathBuf>,
+    /// Attempts per call (throttling and server errors are retried, honouring `Retry-After`).
     pub max_attempts: u32,
 }
 
@@ -487,6 +562,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// AWS, when configured.
     pub aws: Option<AwsConfig>,
+    /// Azure, when configured.
+    pub azure: Option<AzureConfig>,
     /// OpenID Connect sign-in, when configured.
     pub oidc: Option<OidcConfig>,
     /// The mail server (none: no e-mail, or the outbox page in dev mode).
@@ -750,6 +827,109 @@ impl Config {
                 access_key_id_secret: a.access_key_id_secret,
                 secret_access_key_secret: a.secret_access_key_secret,
                 session_token_secret: a.session_token_secret,
+                max_attempts,
+            }
+        });
+
+        // [azure]
+        let azure = raw.azure.map(|a| {
+            let credential = match a.credential.as_deref() {
+                Some("client_secret") => AzureCredential::ClientSecret,
+                Some("workload_identity") => AzureCredential::WorkloadIdentity,
+                Some("managed_identity") => AzureCredential::ManagedIdentity,
+                Some("azure_cli") => AzureCredential::AzureCli,
+                other => {
+                    problem(
+                        "azure.credential".into(),
+                        format!(
+                            "{}; use client_secret, workload_identity, managed_identity or azure_cli (development)",
+                            other.map_or_else(|| "required".to_owned(), |o| format!("`{o}` is not a credential kind"))
+                        ),
+                    );
+                    AzureCredential::ClientSecret
+                }
+            };
+            let mut required = |field: &str, v: &Option<String>| {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    problem(
+                        format!("azure.{field}"),
+                        format!("required with credential = \"{}\"", credential.as_str()),
+                    );
+                }
+            };
+            if credential == AzureCredential::ClientSecret {
+                required("tenant_id", &a.tenant_id);
+                required("client_id", &a.client_id);
+                required("client_secret_secret", &a.client_secret_secret);
+            }
+            if let Some(n) = &a.client_secret_secret {
+                if credential != AzureCredential::ClientSecret {
+                    problem(
+                        "azure.client_secret_secret".into(),
+                        "only used with credential = \"client_secret\"".into(),
+                    );
+                } else if !raw.secrets.contains_key(n) {
+                    problem(
+                        "azure.client_secret_secret".into(),
+                        format!("secret `{n}` is not defined under [secrets]"),
+                    );
+                }
+            }
+            if a.federated_token_file.is_some() && credential != AzureCredential::WorkloadIdentity {
+                problem(
+                    "azure.federated_token_file".into(),
+                    "only used with credential = \"workload_identity\"".into(),
+                );
+            }
+            if let Some(t) = &a.tenant_id
+                && (t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            {
+                problem(
+                    "azure.tenant_id".into(),
+                    format!("`{t}` is not a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com)"),
+                );
+            }
+            let mut https = |field: &str, v: Option<String>, default: &str| {
+                let v = v.unwrap_or_else(|| default.to_owned());
+                match url::Url::parse(&v) {
+                    Ok(u) if u.scheme() == "https" && u.host_str().is_some() && u.query().is_none() => {}
+                    _ => problem(
+                        format!("azure.{field}"),
+                        format!("`{v}` is not an https URL"),
+                    ),
+                }
+                v.trim_end_matches('/').to_owned()
+            };
+            let authority_host = https(
+                "authority_host",
+                a.authority_host,
+                "https://login.microsoftonline.com",
+            );
+            let arm_endpoint = https("arm_endpoint", a.arm_endpoint, "https://management.azure.com");
+            let arm_audience = https("arm_audience", a.arm_audience, "https://management.azure.com");
+            let graph_endpoint =
+                https("graph_endpoint", a.graph_endpoint, "https://graph.microsoft.com");
+            let graph_audience =
+                https("graph_audience", a.graph_audience, "https://graph.microsoft.com");
+            let max_attempts = a.max_attempts.unwrap_or(5);
+            if !(1..=20).contains(&max_attempts) {
+                problem("azure.max_attempts".into(), "must be between 1 and 20".into());
+            }
+            AzureConfig {
+                credential,
+                tenant_id: a.tenant_id,
+                client_id: a.client_id,
+                client_secret_secret: a.client_secret_secret,
+                federated_token_file: a.federated_token_file.map(|f| base.join(f)),
+                authority_host,
+                arm_endpoint,
+                arm_audience,
+                graph_endpoint,
+                graph_audience,
+                ca_file: a.ca_file.map(|f| base.join(f)),
                 max_attempts,
             }
         });
@@ -1171,6 +1351,7 @@ impl Config {
                 retry_max_ms: i64::try_from(retry_max).unwrap_or(300) * 1000,
             },
             aws,
+            azure,
             oidc,
             smtp,
             notify,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cloud::aws::AwsCloud;
+use crate::cloud::azure::AzureCloud;
 use crate::config::{Config, EntitlementConfig, Problem, Problems};
 use crate::domain::Principal;
 use crate::plugin::{
@@ -49,9 +50,23 @@ impl Policy {
                 }
             },
         };
+        let azure = match &config.azure {
+            None => None,
+            Some(a) => match AzureCloud::new(a, &config.secrets) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    problems.push(Problem {
+                        path: "azure".into(),
+                        message: e,
+                    });
+                    None
+                }
+            },
+        };
         let services = Services {
             secrets: config.secrets.clone(),
             aws,
+            azure,
         };
         let mut load = |manifest_text: &str, bytes: &[u8], origin: &str| {
             let mut m = match Manifest::parse(manifest_text) {

@@ -1,5 +1,5 @@
-//! Host capabilities offered to plugins: `log`, `http`, and (until their integrations land)
-//! `aws` and `azure` answering `capability-not-available`.
+//! Host capabilities offered to plugins: `log`, `http`, `aws` and `azure` (the last two answer
+//! `capability-not-available` when Sallyport has no `[aws]` or `[azure]` configured).
 //!
 //! Each capability re-checks its grant on every call: an allow-listed origin, a named secret.
 //! Host calls are bounded by the plugin call's own deadline.
@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::bindings::{aws, azure, http, log, types};
 use super::host::HostState;
-use super::manifest::{OriginPattern, arn_matches};
+use super::manifest::{OriginPattern, arn_matches, scope_allowed};
 use crate::cloud::aws::{AssumeRole, AwsCloud, AwsError as CloudAwsError, CallContext, IamTarget};
+use crate::cloud::azure::{
+    AzureCloud, AzureError as CloudAzureError, PimAssign, PimRemove,
+    PrincipalRef as AzurePrincipal, RoleAssignment,
+};
 use crate::secret::SecretStore;
 
 /// Facts about the call in progress that host capabilities may need.
@@ -20,6 +24,7 @@ pub(crate) struct CallInfo {
     pub deadline: Instant,
     pub http: Option<Arc<HttpCapability>>,
     pub aws: Option<Arc<AwsCapability>>,
+    pub azure: Option<Arc<AzureCapability>>,
     pub log_lines: u32,
     /// The request being served (connector calls).
     pub request_id: Option<String>,
@@ -38,6 +43,7 @@ impl Default for CallInfo {
             deadline: Instant::now(),
             http: None,
             aws: None,
+            azure: None,
             log_lines: 0,
             request_id: None,
             requester: None,
@@ -383,7 +389,7 @@ impl HostState {
         }
     }
 
-    fn aws_context(&self) -> CallContext {
+    fn call_context(&self) -> CallContext {
         CallContext {
             requester: self.call.requester.clone().unwrap_or_default(),
             request_id: self.call.request_id.clone().unwrap_or_default(),
@@ -403,7 +409,7 @@ impl aws::Host for HostState {
         let mut arns = vec![req.role_arn.as_str()];
         arns.extend(req.session_policy_arns.iter().map(String::as_str));
         cap.check(&arns)?;
-        let ctx = self.aws_context();
+        let ctx = self.call_context();
         let input = AssumeRole {
             role_arn: req.role_arn.clone(),
             duration_secs: req.duration_seconds,
@@ -523,47 +529,200 @@ impl aws::Host for HostState {
     }
 }
 
+/// The `azure` capability granted to one plugin: Sallyport's Azure clients and the scopes the
+/// manifest allows.
+#[derive(Debug)]
+pub(crate) struct AzureCapability {
+    pub cloud: Arc<AzureCloud>,
+    pub scopes: Vec<String>,
+}
+
+impl AzureCapability {
+    fn check(&self, scope: &str) -> Result<(), azure::AzureError> {
+        if !crate::cloud::azure::is_scope(scope) {
+            return Err(azure::AzureError::InvalidInput(format!(
+                "`{scope}` is not a scope (e.g. /subscriptions/<id>/resourceGroups/<name>)"
+            )));
+        }
+        if scope_allowed(&self.scopes, scope) {
+            Ok(())
+        } else {
+            Err(azure::AzureError::NotAllowed(format!(
+                "{scope} is not under the scopes this plugin's manifest allows"
+            )))
+        }
+    }
+}
+
+fn azure_to_wit(e: CloudAzureError) -> azure::AzureError {
+    let t = e.to_string();
+    match e {
+        CloudAzureError::NotAllowed(_) => azure::AzureError::NotAllowed(t),
+        CloudAzureError::NotFound(_) => azure::AzureError::NotFound(t),
+        CloudAzureError::AccessDenied(_) => azure::AzureError::AccessDenied(t),
+        CloudAzureError::InvalidInput(_) => azure::AzureError::InvalidInput(t),
+        CloudAzureError::Throttled(_) => azure::AzureError::Throttled(t),
+        CloudAzureError::Failed(_) => azure::AzureError::Failed(t),
+    }
+}
+
+/// Run an Azure call within what is left of the plugin call's deadline.
+async fn azure_within<T>(
+    call: &CallInfo,
+    fut: impl std::future::Future<Output = Result<T, CloudAzureError>>,
+) -> Result<T, azure::AzureError> {
+    match tokio::time::timeout(call.remaining(), fut).await {
+        Ok(r) => r.map_err(azure_to_wit),
+        Err(_) => Err(azure::AzureError::Failed(
+            "the Azure call did not finish before the plugin's deadline".into(),
+        )),
+    }
+}
+
+fn assigned(a: crate::cloud::azure::Assigned) -> azure::Assigned {
+    azure::Assigned {
+        id: a.id,
+        status: a.status,
+        preexisting: a.preexisting,
+    }
+}
+
+impl HostState {
+    fn azure(&self) -> Result<Arc<AzureCapability>, azure::AzureError> {
+        match self.call.azure.clone() {
+            Some(a) => Ok(a),
+            None => no_azure(&self.call),
+        }
+    }
+}
+
 impl azure::Host for HostState {
     async fn resolve_principal(
         &mut self,
-        _who: azure::PrincipalRef,
+        who: azure::PrincipalRef,
     ) -> Result<String, azure::AzureError> {
-        no_azure(&self.call)
+        let cap = self.azure()?;
+        let who = match who {
+            azure::PrincipalRef::ObjectId(s) => AzurePrincipal::ObjectId(s),
+            azure::PrincipalRef::UserPrincipalName(s) => AzurePrincipal::UserPrincipalName(s),
+        };
+        let deadline = self.call.deadline;
+        azure_within(&self.call, cap.cloud.resolve_principal(&who, deadline)).await
     }
 
     async fn resolve_role_definition(
         &mut self,
-        _scope: String,
-        _role: String,
+        scope: String,
+        role: String,
     ) -> Result<String, azure::AzureError> {
-        no_azure(&self.call)
+        let cap = self.azure()?;
+        cap.check(&scope)?;
+        let deadline = self.call.deadline;
+        azure_within(
+            &self.call,
+            cap.cloud.resolve_role_definition(&scope, &role, deadline),
+        )
+        .await
     }
 
     async fn pim_assign(
         &mut self,
-        _req: azure::PimAssignRequest,
-    ) -> Result<azure::ScheduleStatus, azure::AzureError> {
-        no_azure(&self.call)
+        req: azure::PimAssignRequest,
+    ) -> Result<azure::Assigned, azure::AzureError> {
+        let cap = self.azure()?;
+        cap.check(&req.scope)?;
+        let ctx = self.call_context();
+        let input = PimAssign {
+            scope: req.scope,
+            principal_id: req.principal_id,
+            role_definition_id: req.role_definition_id,
+            start_ms: req.start,
+            duration_secs: req.duration_seconds,
+            justification: req.justification,
+            ticket: req.ticket,
+        };
+        let deadline = self.call.deadline;
+        let a = azure_within(&self.call, cap.cloud.pim_assign(&ctx, &input, deadline)).await?;
+        tracing::info!(
+            plugin = %self.call.plugin,
+            request_id = %ctx.request_id,
+            scope = %input.scope,
+            principal = %input.principal_id,
+            role = %input.role_definition_id,
+            status = %a.status,
+            preexisting = a.preexisting,
+            "Azure PIM assignment"
+        );
+        Ok(assigned(a))
     }
 
     async fn pim_remove(
         &mut self,
-        _req: azure::PimRemoveRequest,
-    ) -> Result<azure::ScheduleStatus, azure::AzureError> {
-        no_azure(&self.call)
+        req: azure::PimRemoveRequest,
+    ) -> Result<String, azure::AzureError> {
+        let cap = self.azure()?;
+        cap.check(&req.scope)?;
+        let ctx = self.call_context();
+        let input = PimRemove {
+            scope: req.scope,
+            principal_id: req.principal_id,
+            role_definition_id: req.role_definition_id,
+            justification: req.justification,
+        };
+        let deadline = self.call.deadline;
+        azure_within(&self.call, cap.cloud.pim_remove(&ctx, &input, deadline)).await
     }
 
     async fn create_role_assignment(
         &mut self,
-        _req: azure::RoleAssignmentRequest,
-    ) -> Result<String, azure::AzureError> {
-        no_azure(&self.call)
+        req: azure::RoleAssignmentRequest,
+    ) -> Result<azure::Assigned, azure::AzureError> {
+        let cap = self.azure()?;
+        cap.check(&req.scope)?;
+        let ctx = self.call_context();
+        let input = RoleAssignment {
+            scope: req.scope,
+            principal_id: req.principal_id,
+            principal_type: req.principal_type,
+            role_definition_id: req.role_definition_id,
+            description: req.description,
+        };
+        let deadline = self.call.deadline;
+        let a = azure_within(
+            &self.call,
+            cap.cloud.create_role_assignment(&ctx, &input, deadline),
+        )
+        .await?;
+        tracing::info!(
+            plugin = %self.call.plugin,
+            request_id = %ctx.request_id,
+            scope = %input.scope,
+            principal = %input.principal_id,
+            role = %input.role_definition_id,
+            preexisting = a.preexisting,
+            "Azure role assignment"
+        );
+        Ok(assigned(a))
     }
 
     async fn delete_role_assignment(
         &mut self,
-        _assignment_id: String,
-    ) -> Result<(), azure::AzureError> {
-        no_azure(&self.call)
+        req: azure::RoleAssignmentRef,
+    ) -> Result<bool, azure::AzureError> {
+        let cap = self.azure()?;
+        cap.check(&req.scope)?;
+        let ctx = self.call_context();
+        let deadline = self.call.deadline;
+        azure_within(
+            &self.call,
+            cap.cloud.delete_role_assignment(
+                &ctx,
+                &req.scope,
+                &req.principal_id,
+                &req.role_definition_id,
+                deadline,
+            ),
+        )
+        .await
     }
 }

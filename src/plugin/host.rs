@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{approval, connector, policy, provisioner, types};
-use super::caps::{AwsCapability, CallInfo, HttpCapability};
+use super::caps::{AwsCapability, AzureCapability, CallInfo, HttpCapability};
 use super::manifest::{self, Manifest};
 use super::{
     ConnectorError, ConnectorFailure, CredentialSet, Credentials, CredentialsRequest, Decision,
@@ -33,6 +33,8 @@ pub struct Services {
     pub secrets: SecretStore,
     /// Sallyport's AWS clients, when `[aws]` is configured.
     pub aws: Option<Arc<crate::cloud::aws::AwsCloud>>,
+    /// Sallyport's Azure clients, when `[azure]` is configured.
+    pub azure: Option<Arc<crate::cloud::azure::AzureCloud>>,
 }
 
 /// Sizing of the sandbox.
@@ -200,14 +202,15 @@ impl PluginHost {
             &Services {
                 secrets: secrets.clone(),
                 aws: None,
+                azure: None,
             },
         )
     }
 
     /// Load a plugin: compile, check imports against the manifest's grants, build its
     /// `InstancePre`. `services.secrets` are the values the `http` capability may inject (only
-    /// names the manifest lists are reachable); `services.aws` backs the `aws` capability (when
-    /// absent, its calls answer `capability-not-available`).
+    /// names the manifest lists are reachable); `services.aws` and `services.azure` back the `aws`
+    /// and `azure` capabilities (when absent, their calls answer `capability-not-available`).
     pub fn load_with(
         &self,
         manifest: Manifest,
@@ -307,6 +310,13 @@ impl PluginHost {
             })),
             _ => None,
         };
+        let azure = match (&manifest.capabilities.azure, &services.azure) {
+            (Some(grant), Some(cloud)) => Some(Arc::new(AzureCapability {
+                cloud: cloud.clone(),
+                scopes: grant.scopes.clone(),
+            })),
+            _ => None,
+        };
 
         let identity = PluginIdentity {
             name: manifest.name.clone(),
@@ -321,6 +331,7 @@ impl PluginHost {
                 pre,
                 http,
                 aws,
+                azure,
                 host: self.inner.clone(),
             }),
         })
@@ -621,6 +632,7 @@ struct PluginInner {
     pre: WorldPre,
     http: Option<Arc<HttpCapability>>,
     aws: Option<Arc<AwsCapability>>,
+    azure: Option<Arc<AzureCapability>>,
     host: Arc<HostInner>,
 }
 
@@ -762,6 +774,7 @@ impl Plugin {
                 deadline,
                 http: self.inner.http.clone(),
                 aws: self.inner.aws.clone(),
+                azure: self.inner.azure.clone(),
                 log_lines: 0,
                 ..call
             },
