@@ -571,7 +571,12 @@ async fn azure_within<T>(
     call: &CallInfo,
     fut: impl std::future::Future<Output = Result<T, CloudAzureError>>,
 ) -> Result<T, azure::AzureError> {
-    match tokio::time::timeout(call.remaining(), fut).await {
+    let budget = if call.request_id.is_some() {
+        call.remaining()
+    } else {
+        call.remaining().min(AZURE_LOOKUP_BUDGET)
+    };
+    match tokio::time::timeout(budget, fut).await {
         Ok(r) => r.map_err(azure_to_wit),
         Err(_) => Err(azure::AzureError::Failed(
             "the Azure call did not finish before the plugin's deadline".into(),
@@ -587,11 +592,24 @@ fn assigned(a: crate::cloud::azure::Assigned) -> azure::Assigned {
     }
 }
 
+/// Outside a request (`validate` at start-up, reload and `config check`), Azure lookups get this
+/// much time at most: a configuration check must not hang on an unreachable Azure.
+const AZURE_LOOKUP_BUDGET: Duration = Duration::from_secs(10);
+
 impl HostState {
     fn azure(&self) -> Result<Arc<AzureCapability>, azure::AzureError> {
         match self.call.azure.clone() {
             Some(a) => Ok(a),
             None => no_azure(&self.call),
+        }
+    }
+
+    /// When Azure calls must be done by.
+    fn azure_deadline(&self) -> Instant {
+        if self.call.request_id.is_some() {
+            self.call.deadline
+        } else {
+            self.call.deadline.min(Instant::now() + AZURE_LOOKUP_BUDGET)
         }
     }
 }
@@ -606,7 +624,7 @@ impl azure::Host for HostState {
             azure::PrincipalRef::ObjectId(s) => AzurePrincipal::ObjectId(s),
             azure::PrincipalRef::UserPrincipalName(s) => AzurePrincipal::UserPrincipalName(s),
         };
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         azure_within(&self.call, cap.cloud.resolve_principal(&who, deadline)).await
     }
 
@@ -617,7 +635,7 @@ impl azure::Host for HostState {
     ) -> Result<String, azure::AzureError> {
         let cap = self.azure()?;
         cap.check(&scope)?;
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         azure_within(
             &self.call,
             cap.cloud.resolve_role_definition(&scope, &role, deadline),
@@ -641,7 +659,7 @@ impl azure::Host for HostState {
             justification: req.justification,
             ticket: req.ticket,
         };
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         let a = azure_within(&self.call, cap.cloud.pim_assign(&ctx, &input, deadline)).await?;
         tracing::info!(
             plugin = %self.call.plugin,
@@ -669,7 +687,7 @@ impl azure::Host for HostState {
             role_definition_id: req.role_definition_id,
             justification: req.justification,
         };
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         azure_within(&self.call, cap.cloud.pim_remove(&ctx, &input, deadline)).await
     }
 
@@ -687,7 +705,7 @@ impl azure::Host for HostState {
             role_definition_id: req.role_definition_id,
             description: req.description,
         };
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         let a = azure_within(
             &self.call,
             cap.cloud.create_role_assignment(&ctx, &input, deadline),
@@ -712,7 +730,7 @@ impl azure::Host for HostState {
         let cap = self.azure()?;
         cap.check(&req.scope)?;
         let ctx = self.call_context();
-        let deadline = self.call.deadline;
+        let deadline = self.azure_deadline();
         azure_within(
             &self.call,
             cap.cloud.delete_role_assignment(

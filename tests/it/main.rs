@@ -1,6 +1,8 @@
 //! One integration-test binary; a module per suite.
 
 mod aws;
+mod azure;
+mod azure_fake;
 mod browser_harness;
 mod crash;
 mod harness;

@@ -21,11 +21,10 @@ fn error(e: azure::AzureError) -> crate::AzureError {
     use azure::AzureError as E;
     match e {
         E::Throttled(m) | E::Failed(m) => crate::AzureError::Transient(m),
-        E::CapabilityNotAvailable(m)
-        | E::NotAllowed(m)
-        | E::NotFound(m)
-        | E::AccessDenied(m)
-        | E::InvalidInput(m) => crate::AzureError::Permanent(m),
+        E::CapabilityNotAvailable(m) => crate::AzureError::Unavailable(m),
+        E::NotAllowed(m) => crate::AzureError::NotAllowed(m),
+        E::AccessDenied(m) => crate::AzureError::Refused(m),
+        E::NotFound(m) | E::InvalidInput(m) => crate::AzureError::Rejected(m),
     }
 }
 
@@ -150,14 +149,20 @@ fn call(r: &AccessRequest, now: i64) -> crate::Call {
 
 impl Guest for AzureRbac {
     fn validate(settings: String) -> Result<(), Vec<SettingError>> {
-        crate::parse(&settings).map(|_| ()).map_err(|es| {
-            es.into_iter()
+        match crate::validate(&mut WitHost, &settings) {
+            Ok(None) => Ok(()),
+            Ok(Some(warning)) => {
+                log::log(log::Level::Warn, &warning);
+                Ok(())
+            }
+            Err(es) => Err(es
+                .into_iter()
                 .map(|e| SettingError {
                     path: e.path,
                     message: e.message,
                 })
-                .collect()
-        })
+                .collect()),
+        }
     }
 
     fn grant(req: GrantRequest) -> Result<GrantResult, ConnectorError> {

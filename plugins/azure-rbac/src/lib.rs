@@ -207,8 +207,14 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
 /// The host's Azure errors, reduced to what the connector decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AzureError {
-    /// Not configured, not allowed, refused, bad input, not found: retrying will not help.
-    Permanent(String),
+    /// The principal, role or assignment does not exist, or the input is unusable.
+    Rejected(String),
+    /// The scope is outside the plugin's grant.
+    NotAllowed(String),
+    /// Sallyport has no `[azure]` configured.
+    Unavailable(String),
+    /// Azure refused Sallyport's identity (missing permissions).
+    Refused(String),
     /// Throttled or failed: a retry may help.
     Transient(String),
 }
@@ -225,8 +231,31 @@ pub enum ConnectorError {
 
 fn azure_error(e: AzureError) -> ConnectorError {
     match e {
-        AzureError::Permanent(m) => ConnectorError::Denied(m),
         AzureError::Transient(m) => ConnectorError::Transient(m),
+        AzureError::Rejected(m)
+        | AzureError::NotAllowed(m)
+        | AzureError::Unavailable(m)
+        | AzureError::Refused(m) => ConnectorError::Denied(m),
+    }
+}
+
+/// `validate`: the settings, then (when Azure answers) that the role exists at the scope and the
+/// scope is granted. When Azure cannot be asked right now (throttled, down, or Sallyport lacks the
+/// read permission), the role is not checked: a configuration must not fail because of an outage.
+pub fn validate(host: &mut impl Host, text: &str) -> Result<Option<String>, Vec<SettingError>> {
+    let s = parse(text)?;
+    match host.resolve_role(&s.scope, &s.role) {
+        Ok(_) => Ok(None),
+        Err(AzureError::Rejected(m)) => Err(vec![err("role", m)]),
+        Err(AzureError::NotAllowed(m)) => Err(vec![err(
+            "scope",
+            format!("{m}: grant it in [plugins.capabilities.azure-rbac.azure] scopes"),
+        )]),
+        Err(AzureError::Unavailable(m)) => Err(vec![err("", m)]),
+        Err(AzureError::Refused(m) | AzureError::Transient(m)) => Ok(Some(format!(
+            "role `{}` at {} not checked: {m}",
+            s.role, s.scope
+        ))),
     }
 }
 
@@ -480,12 +509,12 @@ fn target(
     };
     let principal = match host.resolve_principal(&who) {
         Ok(p) => p,
-        Err(AzureError::Permanent(_)) => return Ok(None),
+        Err(AzureError::Rejected(_) | AzureError::NotAllowed(_)) => return Ok(None),
         Err(e) => return Err(azure_error(e)),
     };
     let role = match host.resolve_role(&s.scope, &s.role) {
         Ok(r) => r,
-        Err(AzureError::Permanent(_)) => return Ok(None),
+        Err(AzureError::Rejected(_) | AzureError::NotAllowed(_)) => return Ok(None),
         Err(e) => return Err(azure_error(e)),
     };
     Ok(Some((principal, role)))
