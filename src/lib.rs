@@ -37,11 +37,17 @@
 //!   manifest's grants, runs each call in a fresh sandbox with a deadline and a memory cap.
 //!   `plugin/bindings.rs` is the only `bindgen!` site; `plugin/caps.rs` holds the host
 //!   capabilities plugins may import (`log`, `http`, `aws` with its ARN allow-list, and
-//!   `azure`, which answers "capability not available" until its integration exists).
+//!   `azure` with its scope allow-list).
 //! - [`cloud`]: the cloud SDK calls behind the capabilities. `cloud/aws.rs` (aws-sdk-sts,
 //!   aws-sdk-iam): AssumeRole clamped to [900 s, role maximum] and the grant's end, session policy
 //!   and tags, IAM inline/managed policies and groups, errors as clear messages, throttling
-//!   retried.
+//!   retried. `cloud/azure.rs` (azure_identity for Entra ID tokens over Sallyport's own HTTP
+//!   client, then ARM REST): PIM `AdminAssign` schedule requests with an `AfterDuration`
+//!   expiration and `AdminRemove`, plain role assignments, role definition and Graph user
+//!   lookups; `Retry-After` honoured within the plugin call's deadline, one token renewal on a
+//!   rejected token, `PrincipalNotFound` waited out; names derived from the request so retries
+//!   are idempotent. `plugins/azure-rbac/src/ids.rs` (scopes, GUIDs, role ids) is shared by the
+//!   plugin and the host.
 //! - [`config`]: the policy file (TOML), checked with precise, located messages;
 //!   [`policy`]: the configuration with its plugins loaded and every entitlement's settings
 //!   validated by its plugins. Rebuilt on SIGHUP; a failed rebuild keeps the old one.
@@ -87,6 +93,10 @@
 //!   once the request is decided or would time out. GET only shows a confirmation page; the
 //!   POST acts, and only for the reviewer signed in (unless the entitlement sets
 //!   `link_only_approval`). Outbox rows hold no secrets: links are minted at send time.
+//! - **Connectors remove only what they made.** A revoke (or rollback) of AWS or Azure access
+//!   targets only what that request created: the `azure` capability derives the names of its
+//!   schedule requests and role assignments from the request, and never removes an assignment
+//!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`).
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 
