@@ -1478,6 +1478,61 @@ env = "SALLYPORT_TEST_SLACK_URL_UNSET"
     }
 
     #[test]
+    fn azure_is_checked() {
+        let parse = |extra: &str| {
+            Config::parse(
+                &format!("{extra}\n{GOOD}"),
+                Path::new("/etc/sp"),
+                ParseOptions { skip_secrets: true },
+            )
+            .map_err(|e| e.to_string())
+        };
+        let ok = parse(
+            "[azure]\ncredential = \"workload_identity\"\nfederated_token_file = \"token\"\nca_file = \"ca.pem\"",
+        )
+        .expect("good azure config");
+        let a = ok.azure.expect("azure");
+        assert_eq!(a.credential, AzureCredential::WorkloadIdentity);
+        assert_eq!(a.arm_endpoint, "https://management.azure.com");
+        assert_eq!(a.federated_token_file, Some(PathBuf::from("/etc/sp/token")));
+        assert_eq!(a.max_attempts, 5);
+        for (bad, says) in [
+            ("[azure]\ntenant_id = \"t\"", "azure.credential: required"),
+            (
+                "[azure]\ncredential = \"password\"",
+                "`password` is not a credential kind",
+            ),
+            (
+                "[azure]\ncredential = \"client_secret\"",
+                "azure.client_secret_secret",
+            ),
+            (
+                "[azure]\ncredential = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_secret = \"nope\"",
+                "secret `nope` is not defined",
+            ),
+            (
+                "[azure]\ncredential = \"azure_cli\"\nauthority_host = \"http://login.example\"",
+                "azure.authority_host",
+            ),
+            (
+                "[azure]\ncredential = \"azure_cli\"\ntenant_id = \"a/b\"",
+                "not a tenant id",
+            ),
+            (
+                "[azure]\ncredential = \"managed_identity\"\nfederated_token_file = \"x\"",
+                "only used with credential = \"workload_identity\"",
+            ),
+            (
+                "[azure]\ncredential = \"azure_cli\"\nmax_attempts = 0",
+                "between 1 and 20",
+            ),
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_line() {
         let bad = GOOD.replace(
             "max_duration = \"2h\"",

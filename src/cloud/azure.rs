@@ -131,7 +131,7 @@ pub struct Assigned {
 
 #[path = "../../plugins/azure-rbac/src/ids.rs"]
 mod ids;
-pub use ids::{is_guid, is_role_definition_id, is_scope, split_id};
+pub use ids::{is_guid, is_role_definition_id, is_scope, pim_active, split_id};
 
 /// A GUID derived from `parts`: the same request always names the same Azure object.
 pub fn derived_guid(parts: &[&str]) -> String {
@@ -165,10 +165,10 @@ pub fn iso_duration(secs: u64) -> String {
     out
 }
 
-fn rfc3339(ms: i64) -> String {
+fn rfc3339(ms: i64) -> Result<String, AzureError> {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
+        .map_err(|_| AzureError::InvalidInput(format!("{ms} is not a time")))
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -442,16 +442,16 @@ impl AzureCloud {
             Some(n) => Some(
                 secrets
                     .get(n)
-                    .map(|s| s.expose().to_owned())
+                    .cloned()
                     .ok_or_else(|| format!("azure: secret `{n}` is not defined"))?,
             ),
             None => None,
         };
         let transport = Transport::new(Arc::new(ReqwestTransport(http.clone())));
-        let first = credential(cfg, secret.as_deref(), &transport)?;
+        let first = credential(cfg, secret.as_ref().map(|s| s.expose()), &transport)?;
         let cfg2 = cfg.clone();
         let make_credential: MakeCredential =
-            Box::new(move || credential(&cfg2, secret.as_deref(), &transport));
+            Box::new(move || credential(&cfg2, secret.as_ref().map(|s| s.expose()), &transport));
         let scopes = HashMap::from([
             (Api::Arm, format!("{}/.default", cfg.arm_audience)),
             (Api::Graph, format!("{}/.default", cfg.graph_audience)),
@@ -601,8 +601,7 @@ impl AzureCloud {
             if attempt >= self.max_attempts {
                 return Err(last);
             }
-            let wait = wait.min(MAX_WAIT);
-            if Instant::now() + wait > deadline {
+            if wait > MAX_WAIT || Instant::now() + wait > deadline {
                 return Err(match last {
                     AzureError::Throttled(m) => AzureError::Throttled(format!(
                         "{m}; Azure asked to wait {} s, longer than this call has left",
@@ -656,7 +655,7 @@ impl AzureCloud {
                         .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
                     && !upn
                         .chars()
-                        .any(|c| c.is_whitespace() || c.is_control() || "/\\?%\"'<>".contains(c));
+                        .any(|c| c.is_whitespace() || c.is_control() || "/\\?%\"<>".contains(c));
                 if !ok {
                     return Err(AzureError::InvalidInput(format!(
                         "`{upn}` is not a user principal name (name@domain)"
@@ -828,23 +827,7 @@ impl AzureCloud {
         deadline: Instant,
     ) -> Result<Assigned, AzureError> {
         Self::check_ids(&req.scope, &req.principal_id, &req.role_definition_id)?;
-        if req.duration_secs == 0 {
-            return Err(AzureError::InvalidInput(
-                "a PIM assignment needs a duration".into(),
-            ));
-        }
-        if let Some(end) = ctx.grant_end_ms {
-            let asked_end =
-                req.start_ms + i64::try_from(req.duration_secs).unwrap_or(i64::MAX / 2) * 1000;
-            // A minute of slack for the time between the host's clock read and this call.
-            if asked_end > end + 60_000 {
-                return Err(AzureError::NotAllowed(format!(
-                    "the assignment would end at {}, after the grant's end {}",
-                    rfc3339(asked_end),
-                    rfc3339(end)
-                )));
-            }
-        }
+        let end = Self::check_window(ctx, req.start_ms, req.duration_secs)?;
         let name = assign_name(
             &ctx.request_id,
             &req.scope,
@@ -860,7 +843,7 @@ impl AzureCloud {
             req.role_definition_id, req.principal_id, req.scope
         );
         if let Some(found) = self.existing(&path, PIM_API, deadline, &what).await? {
-            return Ok(schedule(&found));
+            return self.settle(&path, schedule(&found), deadline, &what).await;
         }
         let mut props = json!({
             "principalId": req.principal_id,
@@ -868,7 +851,7 @@ impl AzureCloud {
             "requestType": "AdminAssign",
             "justification": cut(&req.justification, MAX_JUSTIFICATION),
             "scheduleInfo": {
-                "startDateTime": rfc3339(req.start_ms),
+                "startDateTime": rfc3339(req.start_ms)?,
                 "expiration": {
                     "type": "AfterDuration",
                     "duration": iso_duration(req.duration_secs),
@@ -891,17 +874,97 @@ impl AzureCloud {
             )
             .await?;
         match a.status {
-            200 | 201 => Ok(schedule(&a.body)),
-            _ if a.code() == "RoleAssignmentExists" => Ok(Assigned {
-                id: String::new(),
-                status: "Exists".into(),
-                preexisting: true,
-            }),
+            200 | 201 => self.settle(&path, schedule(&a.body), deadline, &what).await,
+            _ if matches!(
+                a.code().as_str(),
+                "RoleAssignmentExists" | "RoleAssignmentRequestExists"
+            ) =>
+            {
+                // Ours, from an attempt whose answer was lost? Only then is it not preexisting.
+                match self.existing(&path, PIM_API, deadline, &what).await? {
+                    Some(found) => self.settle(&path, schedule(&found), deadline, &what).await,
+                    None => Ok(Assigned {
+                        id: String::new(),
+                        status: "Exists".into(),
+                        preexisting: true,
+                    }),
+                }
+            }
             _ => Err(a.error(&what)),
         }
+        .inspect(|_| tracing::debug!(target: "sallyport::azure", end_ms = end, "PIM assignment"))
     }
 
-    /// `AdminRemove` through PIM. Answers Azure's status, or `NotAssigned`.
+    /// A schedule request PIM left waiting for its own approval grants nothing now, and must not
+    /// grant later: cancel it, and fail.
+    async fn settle(
+        &self,
+        path: &str,
+        a: Assigned,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Assigned, AzureError> {
+        if !pim_pending(&a.status) {
+            return Ok(a);
+        }
+        let u = self.arm_url(&format!("{path}/cancel"), PIM_API, &[])?;
+        let c = self
+            .send(Api::Arm, reqwest::Method::POST, u, None, deadline, what)
+            .await?;
+        let cancelled = matches!(c.status, 200 | 204);
+        Err(AzureError::InvalidInput(format!(
+            "{what}: PIM answered `{}`: a PIM policy on this role requires its own approval (or MFA) for assignments, so the role is not active; {}",
+            a.status,
+            if cancelled {
+                "the schedule request was cancelled".to_owned()
+            } else {
+                format!("cancelling the schedule request failed ({})", c.error(what))
+            }
+        )))
+    }
+
+    /// Refuse a window that is not the grant's: Azure's own expiry must never outlast it.
+    fn check_window(
+        ctx: &CallContext,
+        start_ms: i64,
+        duration_secs: u64,
+    ) -> Result<i64, AzureError> {
+        let Some(grant_end) = ctx.grant_end_ms.filter(|_| !ctx.request_id.is_empty()) else {
+            return Err(AzureError::NotAllowed(
+                "assignments can only be made while serving a grant".into(),
+            ));
+        };
+        if duration_secs == 0 {
+            return Err(AzureError::InvalidInput(
+                "a PIM assignment needs a duration".into(),
+            ));
+        }
+        if (start_ms - ctx.now_ms).abs() > 5 * 60_000 {
+            return Err(AzureError::InvalidInput(format!(
+                "the assignment must start now, not at {}",
+                rfc3339(start_ms).unwrap_or_else(|_| start_ms.to_string())
+            )));
+        }
+        let end = i64::try_from(duration_secs)
+            .ok()
+            .and_then(|d| d.checked_mul(1000))
+            .and_then(|d| d.checked_add(start_ms))
+            .ok_or_else(|| {
+                AzureError::InvalidInput(format!("duration {duration_secs} s is too long"))
+            })?;
+        // A minute of slack for the time between the host's clock read and this call.
+        if end > grant_end + 60_000 {
+            return Err(AzureError::NotAllowed(format!(
+                "the assignment would end at {}, after the grant's end {}",
+                rfc3339(end)?,
+                rfc3339(grant_end)?
+            )));
+        }
+        Ok(end)
+    }
+
+    /// `AdminRemove` through PIM of what this request assigned. Answers Azure's status, or
+    /// `NotAssigned` when this request assigned nothing or it has ended already.
     pub async fn pim_remove(
         &self,
         ctx: &CallContext,
@@ -909,25 +972,12 @@ impl AzureCloud {
         deadline: Instant,
     ) -> Result<String, AzureError> {
         Self::check_ids(&req.scope, &req.principal_id, &req.role_definition_id)?;
-        let name = derived_guid(&[
-            "pim-remove",
-            &ctx.request_id,
-            &req.scope.to_ascii_lowercase(),
-            &req.role_definition_id.to_ascii_lowercase(),
-            &req.principal_id.to_ascii_lowercase(),
-        ]);
-        let path = format!(
-            "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
-            req.scope
-        );
         let what = format!(
             "removing {} from {} at {} (PIM)",
             req.role_definition_id, req.principal_id, req.scope
         );
-        if let Some(found) = self.existing(&path, PIM_API, deadline, &what).await? {
-            return Ok(schedule(&found).status);
-        }
-        // Only what this request assigned is removed: never a standing assignment.
+        // Only what this request assigned, and only while it can still be active: after its
+        // `AfterDuration` Azure has ended it, and whatever holds the role now is not ours.
         let assigned = format!(
             "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{}",
             req.scope,
@@ -938,41 +988,76 @@ impl AzureCloud {
                 &req.principal_id
             )
         );
-        if self
-            .existing(&assigned, PIM_API, deadline, &what)
-            .await?
-            .is_none()
+        let Some(ours) = self.existing(&assigned, PIM_API, deadline, &what).await? else {
+            return Ok("NotAssigned".into());
+        };
+        if !pim_active(&schedule(&ours).status)
+            || schedule_end(&ours).is_some_and(|e| e <= ctx.now_ms)
         {
             return Ok("NotAssigned".into());
         }
-        let body = json!({ "properties": {
-            "principalId": req.principal_id,
-            "roleDefinitionId": req.role_definition_id,
-            "requestType": "AdminRemove",
-            "justification": cut(&req.justification, MAX_JUSTIFICATION),
-        }});
-        let u = self.arm_url(&path, PIM_API, &[])?;
-        let a = self
-            .send(
-                Api::Arm,
-                reqwest::Method::PUT,
-                u,
-                Some(&body),
-                deadline,
-                &what,
-            )
-            .await?;
-        match a.status {
-            200 | 201 => Ok(schedule(&a.body).status),
-            _ if matches!(
-                a.code().as_str(),
-                "RoleAssignmentDoesNotExist" | "RoleAssignmentNotFound"
-            ) =>
-            {
-                Ok("NotAssigned".into())
+        // A failed remove request is kept by Azure under its name: a retry files a new one.
+        for attempt in 0..MAX_REMOVE_REQUESTS {
+            let name = derived_guid(&[
+                "pim-remove",
+                &ctx.request_id,
+                &req.scope.to_ascii_lowercase(),
+                &req.role_definition_id.to_ascii_lowercase(),
+                &req.principal_id.to_ascii_lowercase(),
+                &attempt.to_string(),
+            ]);
+            let path = format!(
+                "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
+                req.scope
+            );
+            if let Some(found) = self.existing(&path, PIM_API, deadline, &what).await? {
+                let status = schedule(&found).status;
+                if pim_failed(&status) {
+                    continue;
+                }
+                return Ok(status);
             }
-            _ => Err(a.error(&what)),
+            let body = json!({ "properties": {
+                "principalId": req.principal_id,
+                "roleDefinitionId": req.role_definition_id,
+                "requestType": "AdminRemove",
+                "justification": cut(&req.justification, MAX_JUSTIFICATION),
+            }});
+            let u = self.arm_url(&path, PIM_API, &[])?;
+            let a = self
+                .send(
+                    Api::Arm,
+                    reqwest::Method::PUT,
+                    u,
+                    Some(&body),
+                    deadline,
+                    &what,
+                )
+                .await?;
+            return match a.status {
+                200 | 201 => {
+                    let status = schedule(&a.body).status;
+                    if pim_failed(&status) {
+                        Err(AzureError::Failed(format!(
+                            "{what}: PIM answered `{status}`"
+                        )))
+                    } else {
+                        Ok(status)
+                    }
+                }
+                _ if matches!(
+                    a.code().as_str(),
+                    "RoleAssignmentDoesNotExist" | "RoleAssignmentNotFound"
+                ) =>
+                {
+                    Ok("NotAssigned".into())
+                }
+                _ => Err(a.error(&what)),
+            };
         }
+        Err(AzureError::Failed(format!(
+            "{what}: {MAX_REMOVE_REQUESTS} remove requests failed; see them in PIM"
+        )))
     }
 
     /// Create a plain role assignment.
@@ -983,6 +1068,11 @@ impl AzureCloud {
         deadline: Instant,
     ) -> Result<Assigned, AzureError> {
         Self::check_ids(&req.scope, &req.principal_id, &req.role_definition_id)?;
+        if ctx.grant_end_ms.is_none() || ctx.request_id.is_empty() {
+            return Err(AzureError::NotAllowed(
+                "assignments can only be made while serving a grant".into(),
+            ));
+        }
         let principal_type = req.principal_type.as_deref().unwrap_or("User");
         if ![
             "User",
@@ -1011,12 +1101,13 @@ impl AzureCloud {
             "assigning {} to {} at {}",
             req.role_definition_id, req.principal_id, req.scope
         );
+        let ours = |found: &Value| Assigned {
+            id: found["id"].as_str().unwrap_or_default().to_owned(),
+            status: "Created".into(),
+            preexisting: false,
+        };
         if let Some(found) = self.existing(&path, RBAC_API, deadline, &what).await? {
-            return Ok(Assigned {
-                id: found["id"].as_str().unwrap_or_default().to_owned(),
-                status: "Created".into(),
-                preexisting: false,
-            });
+            return Ok(ours(&found));
         }
         let mut props = json!({
             "roleDefinitionId": req.role_definition_id,
@@ -1040,18 +1131,20 @@ impl AzureCloud {
             .await?;
         match a.status {
             200 | 201 => match a.body["id"].as_str() {
-                Some(id) => Ok(Assigned {
-                    id: id.to_owned(),
-                    status: "Created".into(),
-                    preexisting: false,
-                }),
+                Some(_) => Ok(ours(&a.body)),
                 None => Err(AzureError::Failed(format!("{what}: the answer has no id"))),
             },
-            _ if a.code() == "RoleAssignmentExists" => Ok(Assigned {
-                id: String::new(),
-                status: "Exists".into(),
-                preexisting: true,
-            }),
+            _ if a.code() == "RoleAssignmentExists" => {
+                // Ours, from an attempt whose answer was lost? Only then is it not preexisting.
+                match self.existing(&path, RBAC_API, deadline, &what).await? {
+                    Some(found) => Ok(ours(&found)),
+                    None => Ok(Assigned {
+                        id: String::new(),
+                        status: "Exists".into(),
+                        preexisting: true,
+                    }),
+                }
+            }
             _ => Err(a.error(&what)),
         }
     }
@@ -1101,6 +1194,56 @@ fn assignment_name(request_id: &str, scope: &str, role: &str, principal: &str) -
         &role.to_ascii_lowercase(),
         &principal.to_ascii_lowercase(),
     ])
+}
+
+/// Most remove requests filed for one revoke (each after the previous one failed).
+const MAX_REMOVE_REQUESTS: u32 = 10;
+
+/// PIM statuses that wait for a decision PIM itself must make (approval, evaluation).
+fn pim_pending(status: &str) -> bool {
+    matches!(
+        status,
+        "PendingApproval"
+            | "PendingApprovalProvisioning"
+            | "PendingAdminDecision"
+            | "PendingEvaluation"
+    )
+}
+
+/// PIM statuses of a request that did nothing.
+fn pim_failed(status: &str) -> bool {
+    matches!(
+        status,
+        "Failed"
+            | "Denied"
+            | "Invalid"
+            | "Canceled"
+            | "AdminDenied"
+            | "TimedOut"
+            | "FailedAsResourceIsLocked"
+    )
+}
+
+/// When a stored `AdminAssign` request's assignment ends (ms), from its schedule.
+fn schedule_end(body: &Value) -> Option<i64> {
+    let si = &body["properties"]["scheduleInfo"];
+    let start: jiff::Timestamp = si["startDateTime"].as_str()?.parse().ok()?;
+    let secs = parse_iso_duration(si["expiration"]["duration"].as_str()?)?;
+    start
+        .as_millisecond()
+        .checked_add(i64::try_from(secs).ok()?.checked_mul(1000)?)
+}
+
+/// Seconds in the ISO 8601 durations Sallyport writes (`PT1H2M5S`; days as `P1D`).
+fn parse_iso_duration(d: &str) -> Option<u64> {
+    let span: jiff::Span = d.parse().ok()?;
+    let secs = span
+        .total((
+            jiff::Unit::Second,
+            jiff::SpanRelativeTo::days_are_24_hours(),
+        ))
+        .ok()?;
+    (secs >= 0.0).then_some(secs as u64)
 }
 
 /// The result of a schedule request body.
@@ -1181,6 +1324,11 @@ mod tests {
         assert_eq!(iso_duration(3725), "PT1H2M5S");
         assert_eq!(iso_duration(300), "PT5M");
         assert_eq!(iso_duration(0), "PT0S");
+        for secs in [1, 59, 300, 3599, 3725, 86_400 + 7] {
+            assert_eq!(parse_iso_duration(&iso_duration(secs)), Some(secs));
+        }
+        assert_eq!(parse_iso_duration("P1D"), Some(86_400));
+        assert_eq!(parse_iso_duration("soon"), None);
         let a = derived_guid(&["x", "req-1"]);
         assert!(is_guid(&a));
         assert_eq!(a, derived_guid(&["x", "req-1"]));

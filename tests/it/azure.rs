@@ -85,7 +85,7 @@ fn standard_entitlements() -> String {
     [
         entitlement(
             "azure/prod-reader",
-            &format!("scope = \"{prod}\"\nrole = \"Reader\"\nmode = \"pim\""),
+            &format!("scope = \"{prod}\"\nrole = \"Reader\"\nmode = \"pim\"\nprincipal = \"object_id\""),
         ),
         entitlement(
             "azure/prod-contributor",
@@ -195,6 +195,73 @@ async fn pim_assignment_with_native_expiry_and_early_revoke() {
     assert_eq!(removes.len(), 1, "{removes:?}");
     assert_eq!(removes[0].status, 201);
     assert!(fake.active(ALICE).is_empty());
+
+    // A standing assignment Sallyport did not make: reported, and no AdminRemove touches it.
+    fake.with(|st| {
+        st.assignments.push(Assignment {
+            name: "eeeeeeee-0000-0000-0000-000000000005".into(),
+            scope: rg("rg-prod"),
+            role_definition_id: role_id(READER),
+            principal_id: ALICE.into(),
+            principal_type: "User".into(),
+            ends_at: None,
+        })
+    });
+    let r = s
+        .request(ALICE, "azure/prod-reader", "1h", "standing")
+        .await;
+    let sid = r["id"].as_str().expect("id").to_owned();
+    let active = s.wait_state(&sid, "active", T).await;
+    assert_eq!(active["grant"]["handle"]["preexisting"], true, "{active}");
+    s.post(ALICE, &format!("/api/v1/requests/{sid}/end"), json!({}))
+        .await;
+    s.wait_for(&sid, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    assert_eq!(fake.active(ALICE).len(), 1, "the standing assignment stays");
+    let removes = fake
+        .requests("PUT", "roleAssignmentScheduleRequests")
+        .into_iter()
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b["properties"]["requestType"] == "AdminRemove")
+        })
+        .count();
+    assert_eq!(
+        removes, 1,
+        "no AdminRemove for what Sallyport did not assign"
+    );
+    fake.with(|st| st.assignments.clear());
+
+    // A PIM policy that wants its own approval: the pending schedule request is cancelled and
+    // the grant fails; nothing becomes active later.
+    fake.with(|st| st.require_approval = true);
+    let r = s.request(ALICE, "azure/prod-reader", "1h", "pending").await;
+    let pid = r["id"].as_str().expect("id").to_owned();
+    let failed = s.wait_state(&pid, "failed", T).await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("requires its own approval") && r.contains("cancelled")),
+        "{failed}"
+    );
+    assert_eq!(fake.requests("POST", "/cancel").len(), 1);
+    let statuses: Vec<String> = fake.with(|st| {
+        st.schedule_requests
+            .values()
+            .map(|v| {
+                v["properties"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    });
+    assert!(statuses.contains(&"Canceled".to_owned()), "{statuses:?}");
+    assert!(fake.active(ALICE).is_empty());
+    fake.with(|st| st.require_approval = false);
 
     // A short grant while Sallyport is down: Azure (the fake, as documented) ends it itself.
     let r = s.request(ALICE, "azure/prod-reader", "4s", "short").await;
@@ -319,6 +386,34 @@ async fn plain_assignment_faults_and_idempotency() {
     plugin.revoke(&revoke).await.expect("revoke again");
     assert!(fake.active(BOB).is_empty());
 
+    // The answer to the PUT is lost (it took effect, then a 500): the retry meets
+    // RoleAssignmentExists, finds its own assignment, and the revoke removes it.
+    fake.with(|st| st.faults = vec![Fault::CommitThenFail]);
+    let r = s
+        .request("bob", "azure/prod-contributor", "1h", "lost answer")
+        .await;
+    let lid = r["id"].as_str().expect("id").to_owned();
+    let active = s.wait_state(&lid, "active", T).await;
+    assert_eq!(active["grant"]["handle"]["preexisting"], false, "{active}");
+    let last: Vec<u16> = fake
+        .requests("PUT", "/roleAssignments/")
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(last, vec![409, 500], "lost answer, then exists");
+    s.post("bob", &format!("/api/v1/requests/{lid}/end"), json!({}))
+        .await;
+    s.wait_for(&lid, "revocation", T, |v| {
+        v["revocation"]["status"] == "done"
+    })
+    .await;
+    assert!(
+        fake.active(BOB).is_empty(),
+        "Sallyport's own assignment is removed"
+    );
+
     // A standing assignment Sallyport did not make is reported, kept, and never removed.
     fake.with(|st| {
         st.assignments.push(Assignment {
@@ -373,7 +468,11 @@ async fn plain_assignment_faults_and_idempotency() {
             .collect()
     });
     let statuses: Vec<u16> = seen.iter().map(|(s, _)| *s).collect();
-    assert_eq!(statuses[0], 401, "the stale token first: {seen:?}");
+    assert_eq!(
+        statuses.first(),
+        Some(&401),
+        "the stale token first: {seen:?}"
+    );
     assert!(
         statuses.contains(&429) && statuses.contains(&500),
         "{seen:?}"
@@ -383,7 +482,7 @@ async fn plain_assignment_faults_and_idempotency() {
         2,
         "PrincipalNotFound twice: {seen:?}"
     );
-    assert_eq!(*statuses.last().expect("last"), 201, "{seen:?}");
+    assert_eq!(statuses.last(), Some(&201), "{seen:?}");
     assert!(
         fake.requests("POST", "/oauth2/v2.0/token").len() > tokens_before,
         "a new token"
@@ -441,7 +540,10 @@ async fn workload_identity_and_refusals() {
         standard_entitlements(),
         entitlement(
             "azure/unknown-role",
-            &format!("scope = \"{}\"\nrole = \"Time Traveller\"", rg("rg-prod"))
+            &format!(
+                "scope = \"{}\"\nrole = \"Time Traveller\"\nprincipal = \"object_id\"",
+                rg("rg-prod")
+            )
         )
     );
     // An unknown role fails `config check`, naming the entry and the role.
@@ -646,12 +748,39 @@ async fn the_fake_is_strict() {
     let forever = json!({"properties": {"principalId": BOB, "roleDefinitionId": role_id(READER), "requestType": "AdminAssign", "justification": "x",
         "scheduleInfo": {"startDateTime": jiff::Timestamp::now().to_string(), "expiration": {"type": "NoExpiration"}}}});
     assert_eq!(
-        send(pim, &arm, forever).await,
+        send(pim.clone(), &arm, forever).await,
         (
             400,
             "RoleAssignmentRequestPolicyValidationFailed".to_owned()
         )
     );
+    let assign = |expiration: Value, key: &str| {
+        let mut si =
+            json!({"startDateTime": jiff::Timestamp::now().to_string(), "expiration": expiration});
+        if key == "recurrence" {
+            si["recurrence"] = json!("daily");
+        }
+        json!({"properties": {"principalId": BOB, "roleDefinitionId": role_id(READER), "requestType": "AdminAssign", "justification": "x", "scheduleInfo": si}})
+    };
+    for (body, code) in [
+        (
+            assign(json!({"type": "AfterDuration", "duration": "1 hour"}), ""),
+            "InvalidRequestContent",
+        ),
+        (
+            assign(
+                json!({"type": "AfterDuration", "duration": "PT1H"}),
+                "recurrence",
+            ),
+            "InvalidRequestContent",
+        ),
+        (
+            assign(json!({"type": "AfterDuration", "duration": "PT9H"}), ""),
+            "RoleAssignmentRequestPolicyValidationFailed",
+        ),
+    ] {
+        assert_eq!(send(pim.clone(), &arm, body).await, (400, code.to_owned()));
+    }
     fake.expire_tokens();
     assert_eq!(
         send(url("2022-04-01"), &arm, json!({})).await,

@@ -90,6 +90,8 @@ pub enum Fault {
     Throttle(u64),
     /// 500.
     ServerError,
+    /// The next PUT takes effect, but its answer is a 500 (a lost response).
+    CommitThenFail,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +113,8 @@ pub struct FakeState {
     pub max_pim_duration: Duration,
     /// Token lifetime in seconds.
     pub token_lifetime: i64,
+    /// The roles' PIM policy requires approval for assignments (they stay `PendingApproval`).
+    pub require_approval: bool,
 }
 
 /// The running fake.
@@ -706,9 +710,15 @@ fn route(
         headers,
         if graph { GRAPH_AUDIENCE } else { ARM_AUDIENCE },
     )?;
+    let mut lose_answer = false;
     {
         let mut s = ctx.state.lock().expect("state");
-        if !s.faults.is_empty() {
+        if matches!(s.faults.first(), Some(Fault::CommitThenFail)) {
+            if *method == Method::PUT {
+                s.faults.remove(0);
+                lose_answer = true;
+            }
+        } else if !s.faults.is_empty() {
             let f = s.faults.remove(0);
             return Ok(match f {
                 Fault::Throttle(secs) => {
@@ -721,7 +731,7 @@ fn route(
                         .insert("retry-after", secs.to_string().parse().expect("header"));
                     r
                 }
-                Fault::ServerError => arm_error(
+                Fault::ServerError | Fault::CommitThenFail => arm_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalServerError",
                     "Encountered internal server error.",
@@ -729,6 +739,25 @@ fn route(
             });
         }
     }
+    let answer = arm(ctx, method, path, query, body, graph);
+    if lose_answer {
+        return Err(arm_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "Encountered internal server error.",
+        ));
+    }
+    answer
+}
+
+fn arm(
+    ctx: &Ctx,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    graph: bool,
+) -> Result<Response, Response> {
     if graph {
         return graph_user(ctx, method, path, query);
     }
@@ -799,6 +828,33 @@ fn route(
         (Some("roleassignmentschedulerequests"), 2) => {
             api_version(query, PIM_API)?;
             schedule_request(ctx, method, scope, rest[1], body)
+        }
+        (Some("roleassignmentschedulerequests"), 3)
+            if rest[2] == "cancel" && method == Method::POST =>
+        {
+            api_version(query, PIM_API)?;
+            let key = format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{}",
+                rest[1]
+            )
+            .to_ascii_lowercase();
+            let mut s = ctx.state.lock().expect("state");
+            match s.schedule_requests.get_mut(&key) {
+                Some(r) if r["properties"]["status"] == "PendingApproval" => {
+                    r["properties"]["status"] = json!("Canceled");
+                    Ok(StatusCode::OK.into_response())
+                }
+                Some(_) => Err(arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRoleAssignmentRequestState",
+                    "Only pending requests can be cancelled.",
+                )),
+                None => Err(arm_error(
+                    StatusCode::NOT_FOUND,
+                    "RoleAssignmentScheduleRequestNotFound",
+                    "The role assignment schedule request does not exist.",
+                )),
+            }
         }
         _ => Err(arm_error(
             StatusCode::NOT_FOUND,
@@ -1188,17 +1244,21 @@ fn schedule_request(
                             "The Role assignment already exists.",
                         ));
                     }
-                    s.assignments.push(Assignment {
-                        name: name.to_ascii_lowercase(),
-                        scope: scope.to_owned(),
-                        role_definition_id: role.clone(),
-                        principal_id: principal.clone(),
-                        principal_type,
-                        ends_at: Some(
-                            start.as_millisecond() + i64::try_from(secs).unwrap_or(0) * 1000,
-                        ),
-                    });
-                    "Provisioned"
+                    if s.require_approval {
+                        "PendingApproval"
+                    } else {
+                        s.assignments.push(Assignment {
+                            name: name.to_ascii_lowercase(),
+                            scope: scope.to_owned(),
+                            role_definition_id: role.clone(),
+                            principal_id: principal.clone(),
+                            principal_type,
+                            ends_at: Some(
+                                start.as_millisecond() + i64::try_from(secs).unwrap_or(0) * 1000,
+                            ),
+                        });
+                        "Provisioned"
+                    }
                 }
                 "AdminRemove" => {
                     match existing {

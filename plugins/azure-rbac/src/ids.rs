@@ -1,4 +1,4 @@
-//! Azure identifiers: GUIDs, scopes, role definition ids. Shared by the `azure-rbac` plugin (to
+//! Azure identifiers (GUIDs, scopes, role definition ids) and PIM statuses. Shared by the `azure-rbac` plugin (to
 //! validate settings) and the host's `azure` capability (to validate every call), through
 //! `#[path]`, so both sides agree on what a scope is.
 
@@ -61,4 +61,20 @@ pub fn split_id<'a>(id: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
     let at = lower.rfind(&marker)?;
     let name = &id[at + marker.len()..];
     (!name.is_empty() && !name.contains('/')).then_some((&id[..at], name))
+}
+
+/// PIM statuses under which the role is (or is about to be) active.
+pub fn pim_active(status: &str) -> bool {
+    matches!(
+        status,
+        "Provisioned"
+            | "Granted"
+            | "Accepted"
+            | "PendingProvisioning"
+            | "ProvisioningStarted"
+            | "PendingScheduleCreation"
+            | "ScheduleCreated"
+            | "AdminApproved"
+            | "PendingExternalProvisioning"
+    )
 }

@@ -16,7 +16,7 @@
 //!   `AfterDuration`, so Azure itself ends the access on time even if Sallyport is down; an early
 //!   revoke sends `AdminRemove`. `assignment` creates a plain role assignment for tenants without
 //!   PIM (Entra ID P2): it has no native expiry, and only Sallyport's revoke ends it.
-//! - `principal`: how the requester is found in Entra ID. `object_id` (default): the requester's
+//! - `principal` (required): how the requester is found in Entra ID. `object_id`: the requester's
 //!   Sallyport id *is* their object id (sign in with `[oidc] id_claim = "oid"`); `email`: the
 //!   requester's e-mail is their user principal name, looked up in Microsoft Graph; or a template
 //!   such as `{{requester.id}}@contoso.com` giving the user principal name.
@@ -36,7 +36,7 @@ mod time;
 
 pub mod ids;
 
-use ids::{is_guid, is_role_definition_id, is_scope};
+use ids::{is_guid, is_role_definition_id, is_scope, pim_active};
 
 /// A complaint about the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +156,16 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
         }
     };
     let principal = match text(&mut errors, "principal").as_deref() {
-        None | Some("object_id") => PrincipalMapping::ObjectId,
+        None => {
+            if !o.contains_key("principal") {
+                errors.push(err(
+                    "principal",
+                    "required: how the requester is found in Entra ID: object_id (sign in with [oidc] id_claim = \"oid\"), email, or a template such as {{requester.id}}@contoso.com",
+                ));
+            }
+            PrincipalMapping::ObjectId
+        }
+        Some("object_id") => PrincipalMapping::ObjectId,
         Some("email") => PrincipalMapping::Email,
         Some(t) if t.contains("{{requester.id}}") => {
             let probe = t.replace("{{requester.id}}", "x");
@@ -470,32 +479,16 @@ pub fn grant(
     Ok((handle.to_string(), summary))
 }
 
-/// PIM statuses under which the role is (or is about to be) active.
-pub fn pim_active(status: &str) -> bool {
-    matches!(
-        status,
-        "Provisioned"
-            | "Granted"
-            | "Accepted"
-            | "PendingProvisioning"
-            | "ProvisioningStarted"
-            | "PendingScheduleCreation"
-            | "ScheduleCreated"
-            | "AdminApproved"
-    )
-}
-
 /// What a revoke works on: the handle's ids when `grant` returned, else the settings resolved
-/// again (a rollback of a grant that failed part-way).
+/// again (a rollback of a grant that failed part-way). Even a grant that found the role
+/// `preexisting` is revoked: the host removes only what this request created, so an answer lost
+/// on the way back cannot leave Sallyport's own assignment behind.
 fn target(
     host: &mut impl Host,
     s: &Settings,
     handle: &Value,
     call: &Call,
 ) -> Result<Option<(String, String)>, ConnectorError> {
-    if handle.get("preexisting") == Some(&Value::Bool(true)) {
-        return Ok(None);
-    }
     if let (Some(p), Some(r)) = (
         handle.get("principal_id").and_then(Value::as_str),
         handle.get("role_definition_id").and_then(Value::as_str),
@@ -566,7 +559,7 @@ mod tests {
 
     #[test]
     fn validates() {
-        let ok = format!(r#"{{"scope": "{SCOPE}", "role": "Reader"}}"#);
+        let ok = format!(r#"{{"scope": "{SCOPE}", "role": "Reader", "principal": "object_id"}}"#);
         let s = parse(&ok).expect("ok");
         assert_eq!(s.mode, Mode::Pim);
         assert_eq!(s.principal, PrincipalMapping::ObjectId);
@@ -578,7 +571,7 @@ mod tests {
         let e = parse(r#"{"mode": "assignment"}"#).expect_err("missing");
         assert_eq!(
             e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
-            vec!["scope", "role"]
+            vec!["scope", "role", "principal"]
         );
         let t = format!(
             r#"{{"scope": "{SCOPE}", "role": "Reader", "mode": "assignment", "principal": "{{{{requester.id}}}}@contoso.com", "principal_type": "Group"}}"#
@@ -588,7 +581,9 @@ mod tests {
             s.principal,
             PrincipalMapping::Upn("{{requester.id}}@contoso.com".into())
         );
-        let pt = format!(r#"{{"scope": "{SCOPE}", "role": "Reader", "principal_type": "User"}}"#);
+        let pt = format!(
+            r#"{{"scope": "{SCOPE}", "role": "Reader", "principal": "email", "principal_type": "User"}}"#
+        );
         assert_eq!(parse(&pt).expect_err("pim")[0].path, "principal_type");
     }
 
