@@ -129,6 +129,17 @@ pub struct Assigned {
     pub preexisting: bool,
 }
 
+impl Assigned {
+    /// The principal already held the role through an assignment Sallyport did not make.
+    fn preexisting() -> Assigned {
+        Assigned {
+            id: String::new(),
+            status: "Exists".into(),
+            preexisting: true,
+        }
+    }
+}
+
 #[path = "../../plugins/azure-rbac/src/ids.rs"]
 mod ids;
 pub use ids::{is_guid, is_role_definition_id, is_scope, pim_active, split_id};
@@ -827,16 +838,15 @@ impl AzureCloud {
         deadline: Instant,
     ) -> Result<Assigned, AzureError> {
         Self::check_ids(&req.scope, &req.principal_id, &req.role_definition_id)?;
-        let end = Self::check_window(ctx, req.start_ms, req.duration_secs)?;
-        let name = assign_name(
-            &ctx.request_id,
+        Self::check_window(ctx, req.start_ms, req.duration_secs)?;
+        let path = own_path(
+            SCHEDULE_REQUESTS,
+            "pim-assign",
+            ctx,
             &req.scope,
             &req.role_definition_id,
             &req.principal_id,
-        );
-        let path = format!(
-            "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
-            req.scope
+            None,
         );
         let what = format!(
             "assigning {} to {} at {} (PIM)",
@@ -883,16 +893,11 @@ impl AzureCloud {
                 // Ours, from an attempt whose answer was lost? Only then is it not preexisting.
                 match self.existing(&path, PIM_API, deadline, &what).await? {
                     Some(found) => self.settle(&path, schedule(&found), deadline, &what).await,
-                    None => Ok(Assigned {
-                        id: String::new(),
-                        status: "Exists".into(),
-                        preexisting: true,
-                    }),
+                    None => Ok(Assigned::preexisting()),
                 }
             }
             _ => Err(a.error(&what)),
         }
-        .inspect(|_| tracing::debug!(target: "sallyport::azure", end_ms = end, "PIM assignment"))
     }
 
     /// A schedule request PIM left waiting for its own approval grants nothing now, and must not
@@ -928,7 +933,7 @@ impl AzureCloud {
         ctx: &CallContext,
         start_ms: i64,
         duration_secs: u64,
-    ) -> Result<i64, AzureError> {
+    ) -> Result<(), AzureError> {
         let Some(grant_end) = ctx.grant_end_ms.filter(|_| !ctx.request_id.is_empty()) else {
             return Err(AzureError::NotAllowed(
                 "assignments can only be made while serving a grant".into(),
@@ -960,7 +965,7 @@ impl AzureCloud {
                 rfc3339(grant_end)?
             )));
         }
-        Ok(end)
+        Ok(())
     }
 
     /// `AdminRemove` through PIM of what this request assigned. Answers Azure's status, or
@@ -978,15 +983,14 @@ impl AzureCloud {
         );
         // Only what this request assigned, and only while it can still be active: after its
         // `AfterDuration` Azure has ended it, and whatever holds the role now is not ours.
-        let assigned = format!(
-            "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{}",
-            req.scope,
-            assign_name(
-                &ctx.request_id,
-                &req.scope,
-                &req.role_definition_id,
-                &req.principal_id
-            )
+        let assigned = own_path(
+            SCHEDULE_REQUESTS,
+            "pim-assign",
+            ctx,
+            &req.scope,
+            &req.role_definition_id,
+            &req.principal_id,
+            None,
         );
         let Some(ours) = self.existing(&assigned, PIM_API, deadline, &what).await? else {
             return Ok("NotAssigned".into());
@@ -998,17 +1002,14 @@ impl AzureCloud {
         }
         // A failed remove request is kept by Azure under its name: a retry files a new one.
         for attempt in 0..MAX_REMOVE_REQUESTS {
-            let name = derived_guid(&[
+            let path = own_path(
+                SCHEDULE_REQUESTS,
                 "pim-remove",
-                &ctx.request_id,
-                &req.scope.to_ascii_lowercase(),
-                &req.role_definition_id.to_ascii_lowercase(),
-                &req.principal_id.to_ascii_lowercase(),
-                &attempt.to_string(),
-            ]);
-            let path = format!(
-                "{}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
-                req.scope
+                ctx,
+                &req.scope,
+                &req.role_definition_id,
+                &req.principal_id,
+                Some(&attempt.to_string()),
             );
             if let Some(found) = self.existing(&path, PIM_API, deadline, &what).await? {
                 let status = schedule(&found).status;
@@ -1087,15 +1088,14 @@ impl AzureCloud {
                 "principal type `{principal_type}` is not one of User, Group, ServicePrincipal, ForeignGroup, Device"
             )));
         }
-        let name = assignment_name(
-            &ctx.request_id,
+        let path = own_path(
+            ROLE_ASSIGNMENTS,
+            "role-assignment",
+            ctx,
             &req.scope,
             &req.role_definition_id,
             &req.principal_id,
-        );
-        let path = format!(
-            "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
-            req.scope
+            None,
         );
         let what = format!(
             "assigning {} to {} at {}",
@@ -1138,11 +1138,7 @@ impl AzureCloud {
                 // Ours, from an attempt whose answer was lost? Only then is it not preexisting.
                 match self.existing(&path, RBAC_API, deadline, &what).await? {
                     Some(found) => Ok(ours(&found)),
-                    None => Ok(Assigned {
-                        id: String::new(),
-                        status: "Exists".into(),
-                        preexisting: true,
-                    }),
+                    None => Ok(Assigned::preexisting()),
                 }
             }
             _ => Err(a.error(&what)),
@@ -1159,8 +1155,15 @@ impl AzureCloud {
         deadline: Instant,
     ) -> Result<bool, AzureError> {
         Self::check_ids(scope, principal_id, role_definition_id)?;
-        let name = assignment_name(&ctx.request_id, scope, role_definition_id, principal_id);
-        let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        let id = own_path(
+            ROLE_ASSIGNMENTS,
+            "role-assignment",
+            ctx,
+            scope,
+            role_definition_id,
+            principal_id,
+            None,
+        );
         let what = format!("deleting role assignment {id}");
         let u = self.arm_url(&id, RBAC_API, &[])?;
         let a = self
@@ -1174,26 +1177,31 @@ impl AzureCloud {
     }
 }
 
-/// The name of the PIM `AdminAssign` schedule request a request makes.
-fn assign_name(request_id: &str, scope: &str, role: &str, principal: &str) -> String {
-    derived_guid(&[
-        "pim-assign",
-        request_id,
-        &scope.to_ascii_lowercase(),
-        &role.to_ascii_lowercase(),
-        &principal.to_ascii_lowercase(),
-    ])
-}
+const SCHEDULE_REQUESTS: &str = "roleAssignmentScheduleRequests";
+const ROLE_ASSIGNMENTS: &str = "roleAssignments";
 
-/// The name of the plain role assignment a request makes.
-fn assignment_name(request_id: &str, scope: &str, role: &str, principal: &str) -> String {
-    derived_guid(&[
-        "role-assignment",
-        request_id,
-        &scope.to_ascii_lowercase(),
-        &role.to_ascii_lowercase(),
-        &principal.to_ascii_lowercase(),
-    ])
+/// The resource id of what the request being served creates (`kind` is
+/// `roleAssignmentScheduleRequests` or `roleAssignments`): its name is a GUID derived from
+/// `tag`, the request, the scope, the role, the principal and `extra`, so every attempt of the
+/// same request names the same object.
+fn own_path(
+    kind: &str,
+    tag: &str,
+    ctx: &CallContext,
+    scope: &str,
+    role: &str,
+    principal: &str,
+    extra: Option<&str>,
+) -> String {
+    let (scope_l, role_l, principal_l) = (
+        scope.to_ascii_lowercase(),
+        role.to_ascii_lowercase(),
+        principal.to_ascii_lowercase(),
+    );
+    let mut parts = vec![tag, &ctx.request_id, &scope_l, &role_l, &principal_l];
+    parts.extend(extra);
+    let name = derived_guid(&parts);
+    format!("{scope}/providers/Microsoft.Authorization/{kind}/{name}")
 }
 
 /// Most remove requests filed for one revoke (each after the previous one failed).
