@@ -80,6 +80,60 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default)]
     entitlements: Vec<RawEntitlement>,
+    #[serde(default)]
+    actions: Vec<RawAction>,
+    #[serde(default)]
+    attestation: RawAttestation,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    name: String,
+    #[serde(default)]
+    description: String,
+    validity: Option<String>,
+    pending_ttl: Option<String>,
+    #[serde(default)]
+    requester_groups: Vec<String>,
+    #[serde(default)]
+    requester_users: Vec<String>,
+    #[serde(default)]
+    pipelines: Vec<RawPipeline>,
+    #[serde(default)]
+    parameters: BTreeMap<String, RawParam>,
+    #[serde(default)]
+    link_only_approval: bool,
+    #[serde(default)]
+    watchers: Vec<String>,
+    approval: RawPluginUse,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    issuer: String,
+    audience: String,
+    subject: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: bool,
+    pattern: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAttestation {
+    #[serde(default)]
+    signing_keys: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -543,6 +597,78 @@ pub struct EntitlementConfig {
     pub watchers: Vec<String>,
 }
 
+/// Pipelines allowed to ask for an action: tokens from `issuer`, for `audience`, whose subject
+/// matches `subject` (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRule {
+    /// The OIDC issuer, exactly as the token's `iss` (e.g.
+    /// `https://token.actions.githubusercontent.com`).
+    pub issuer: String,
+    /// The audience the token must be issued for.
+    pub audience: String,
+    /// The subject pattern, e.g. `repo:acme/app:ref:refs/heads/main` or `repo:acme/app:*`.
+    pub subject: String,
+}
+
+impl PipelineRule {
+    /// Does the subject match the pattern? `*` matches any run of characters (including `/` and
+    /// `:`); everything else matches itself.
+    pub fn admits_subject(&self, subject: &str) -> bool {
+        glob_match(&self.subject, subject)
+    }
+}
+
+/// `*`-only glob matching, iterative (no backtracking blow-up).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// An action kind as configured.
+#[derive(Debug, Clone)]
+pub struct ActionKindConfig {
+    /// The rules the domain enforces for people (`id` is the kind's name; the durations are the
+    /// approval's validity).
+    pub rules: EntitlementRules,
+    /// For people.
+    pub description: String,
+    /// Its parameters.
+    pub parameters: crate::domain::ParamSchema,
+    /// Pipelines that may ask for it.
+    pub pipelines: Vec<PipelineRule>,
+    /// The approval policy.
+    pub approval: PluginUse,
+    /// An e-mailed approval link acts without signing in.
+    pub link_only_approval: bool,
+    /// Told about this kind's outcomes.
+    pub watchers: Vec<String>,
+}
+
+/// Keys that sign action attestations.
+#[derive(Debug, Clone, Default)]
+pub struct AttestationConfig {
+    /// PKCS#8 Ed25519 private keys (PEM), the first signs. Keys removed from the list stay
+    /// published until the last token they signed has expired.
+    pub signing_keys: Vec<PathBuf>,
+}
+
 /// The whole configuration, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -578,6 +704,10 @@ pub struct Config {
     pub users: Vec<User>,
     /// Entitlements, in file order.
     pub entitlements: Vec<EntitlementConfig>,
+    /// Action kinds, in file order.
+    pub actions: Vec<ActionKindConfig>,
+    /// Attestation signing.
+    pub attestation: AttestationConfig,
 }
 
 /// Options for [`Config::parse`].
@@ -1319,6 +1449,186 @@ impl Config {
             });
         }
 
+        // [[actions]]
+        let mut actions = Vec::new();
+        for (i, a) in raw.actions.into_iter().enumerate() {
+            let path = format!("actions[{i}] ({})", a.name);
+            if !valid_id(&a.name) {
+                problem(
+                    format!("{path}.name"),
+                    "use lower-case letters, digits, `-`, `_`, `.`, in `/`-separated segments, e.g. `deploy/production`".into(),
+                );
+            }
+            if !seen.insert(a.name.clone()) {
+                problem(
+                    format!("{path}.name"),
+                    "defined twice (action names and entitlement ids share one namespace)".into(),
+                );
+            }
+            let mut d = |field: &str, v: Option<&str>, default: u64| -> u64 {
+                v.map_or(default, |t| match parse_duration(t) {
+                    Ok(s) => s,
+                    Err(m) => {
+                        problem(format!("{path}.{field}"), m);
+                        default
+                    }
+                })
+            };
+            let validity = d("validity", a.validity.as_deref(), 900);
+            let ttl = d("pending_ttl", a.pending_ttl.as_deref(), 3600);
+            if validity == 0 || validity > 86_400 {
+                problem(
+                    format!("{path}.validity"),
+                    "must be between 1 second and 24h: an approval is for an action about to run"
+                        .into(),
+                );
+            }
+            if a.requester_groups.is_empty()
+                && a.requester_users.is_empty()
+                && a.pipelines.is_empty()
+            {
+                problem(
+                    format!("{path}.requester_groups"),
+                    "nobody could ask for it: list requester_groups, requester_users or [[actions.pipelines]]".into(),
+                );
+            }
+            let mut pipelines = Vec::new();
+            for (j, pl) in a.pipelines.into_iter().enumerate() {
+                let pp = format!("{path}.pipelines[{j}]");
+                match url::Url::parse(&pl.issuer) {
+                    Ok(u)
+                        if u.scheme() == "https"
+                            || (u.scheme() == "http"
+                                && u.host_str().is_some_and(is_loopback_host)) => {}
+                    _ => problem(
+                        format!("{pp}.issuer"),
+                        format!(
+                            "`{}` must be an https URL (plain http only on loopback, for tests)",
+                            pl.issuer
+                        ),
+                    ),
+                }
+                if pl.audience.trim().is_empty() {
+                    problem(format!("{pp}.audience"), "must not be empty".into());
+                }
+                if pl.subject.trim().is_empty() || pl.subject.starts_with('*') {
+                    problem(
+                        format!("{pp}.subject"),
+                        "must start with literal text (e.g. `repo:acme/app:`): a subject starting with `*` would admit every pipeline the issuer serves".into(),
+                    );
+                }
+                pipelines.push(PipelineRule {
+                    issuer: pl.issuer,
+                    audience: pl.audience,
+                    subject: pl.subject,
+                });
+            }
+            let mut parameters = crate::domain::ParamSchema::new();
+            for (name, rp) in a.parameters {
+                let pp = format!("{path}.parameters.{name}");
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    problem(
+                        pp.clone(),
+                        "parameter names use letters, digits, `_`, `-`, `.` (at most 64)".into(),
+                    );
+                }
+                let Some(kind) = crate::domain::ParamType::parse(&rp.kind) else {
+                    problem(
+                        format!("{pp}.type"),
+                        format!("`{}`: use string, integer or boolean", rp.kind),
+                    );
+                    continue;
+                };
+                let pattern = rp.pattern.as_deref().and_then(|re| {
+                    if kind != crate::domain::ParamType::String {
+                        problem(
+                            format!("{pp}.pattern"),
+                            "only string parameters take a pattern".into(),
+                        );
+                        return None;
+                    }
+                    // Anchored: the whole value must match.
+                    match regex::RegexBuilder::new(&format!("^(?:{re})$"))
+                        .size_limit(1 << 20)
+                        .build()
+                    {
+                        Ok(r) => Some(r),
+                        Err(err) => {
+                            problem(format!("{pp}.pattern"), format!("{err}"));
+                            None
+                        }
+                    }
+                });
+                parameters.insert(
+                    name,
+                    crate::domain::ParamSpec {
+                        kind,
+                        required: rp.required,
+                        pattern,
+                        description: rp.description,
+                    },
+                );
+            }
+            if parameters.len() > crate::domain::MAX_PARAMS {
+                problem(
+                    format!("{path}.parameters"),
+                    format!("at most {} parameters", crate::domain::MAX_PARAMS),
+                );
+            }
+            let approval = if a.approval.settings.is_table() {
+                toml_to_json(&a.approval.settings).to_string()
+            } else {
+                problem(
+                    format!("{path}.approval.settings"),
+                    "approval.settings must be a table".into(),
+                );
+                "{}".into()
+            };
+            for w in &a.watchers {
+                if !valid_name(w) {
+                    problem(
+                        format!("{path}.watchers"),
+                        format!("`{w}` is neither an e-mail address nor a user id"),
+                    );
+                }
+            }
+            actions.push(ActionKindConfig {
+                rules: EntitlementRules {
+                    id: a.name,
+                    max_duration_secs: validity,
+                    default_duration_secs: validity,
+                    requester_groups: a.requester_groups,
+                    requester_users: a.requester_users,
+                    justification_pattern: None,
+                    ticket_required: false,
+                    pending_ttl_secs: ttl,
+                    break_glass: false,
+                },
+                description: a.description,
+                parameters,
+                pipelines,
+                approval: PluginUse {
+                    plugin: a.approval.plugin,
+                    settings: approval,
+                },
+                link_only_approval: a.link_only_approval,
+                watchers: a.watchers,
+            });
+        }
+        let attestation = AttestationConfig {
+            signing_keys: raw
+                .attestation
+                .signing_keys
+                .iter()
+                .map(|k| base.join(k))
+                .collect(),
+        };
+
         if !p.is_empty() {
             return Err(Problems(p));
         }
@@ -1359,6 +1669,8 @@ impl Config {
             secrets,
             users,
             entitlements,
+            actions,
+            attestation,
         })
     }
 
@@ -1371,6 +1683,42 @@ impl Config {
     pub fn entitlement(&self, id: &str) -> Option<&EntitlementConfig> {
         self.entitlements.iter().find(|e| e.rules.id == id)
     }
+
+    /// An action kind by name.
+    pub fn action(&self, name: &str) -> Option<&ActionKindConfig> {
+        self.actions.iter().find(|a| a.rules.id == name)
+    }
+
+    /// What reviewing and notifying need of a request's entitlement or action kind.
+    pub fn review_settings(&self, r: &crate::domain::Request) -> Option<ReviewSettings<'_>> {
+        if r.action.is_some() {
+            self.action(&r.entitlement).map(|a| ReviewSettings {
+                approval: &a.approval,
+                link_only_approval: a.link_only_approval,
+                watchers: &a.watchers,
+            })
+        } else {
+            self.entitlement(&r.entitlement).map(|e| ReviewSettings {
+                approval: &e.approval,
+                link_only_approval: e.link_only_approval,
+                watchers: &e.watchers,
+            })
+        }
+    }
+}
+
+/// The approval side of an entitlement or action kind.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewSettings<'a> {
+    /// The approval plugin and its settings.
+    pub approval: &'a PluginUse,
+    /// E-mailed links act without sign-in.
+    pub link_only_approval: bool,
+    /// Told about outcomes.
+    pub watchers: &'a [String],
+}
+
+impl Config {
 }
 
 #[cfg(test)]

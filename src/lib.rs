@@ -103,6 +103,7 @@
 #![recursion_limit = "256"]
 
 pub mod app;
+pub mod attest;
 pub mod audit;
 pub mod cli;
 pub mod cloud;
@@ -117,3 +118,4 @@ pub mod policy;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod workload;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use std::sync::Arc;
 
+use crate::attest::Attestor;
 use crate::cloud::aws::AwsCloud;
 use crate::cloud::azure::AzureCloud;
 use crate::config::{Config, EntitlementConfig, Problem, Problems};
@@ -30,6 +31,7 @@ pub struct Policy {
     /// The configuration.
     pub config: Config,
     plugins: BTreeMap<String, Plugin>,
+    attestor: Option<Arc<Attestor>>,
 }
 
 impl Policy {
@@ -123,12 +125,18 @@ impl Policy {
                 });
             }
         }
+        let mut uses = Vec::new();
         for (i, e) in config.entitlements.iter().enumerate() {
             let path = format!("entitlements[{i}] ({})", e.rules.id);
-            for (what, use_, world) in [
-                ("connector", &e.connector, World::Connector),
-                ("approval", &e.approval, World::Approval),
-            ] {
+            uses.push((path.clone(), "connector", &e.connector, World::Connector));
+            uses.push((path, "approval", &e.approval, World::Approval));
+        }
+        for (i, a) in config.actions.iter().enumerate() {
+            let path = format!("actions[{i}] ({})", a.rules.id);
+            uses.push((path, "approval", &a.approval, World::Approval));
+        }
+        {
+            for (path, what, use_, world) in uses {
                 let Some(plugin) = plugins.get(&use_.plugin) else {
                     let known: Vec<&str> = plugins
                         .values()
@@ -177,15 +185,46 @@ impl Policy {
                 }
             }
         }
+        let attestor = if config.attestation.signing_keys.is_empty() {
+            if !config.actions.is_empty() {
+                problems.push(Problem {
+                    path: "attestation.signing_keys".into(),
+                    message: "action kinds are configured, so approvals need a key to sign their attestations: `sallyport attestation keygen --out FILE`, then list FILE here".into(),
+                });
+            }
+            None
+        } else {
+            match Attestor::load(&config.attestation.signing_keys) {
+                Ok(a) => Some(Arc::new(a)),
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            }
+        };
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
-        Ok(Policy { config, plugins })
+        Ok(Policy {
+            config,
+            plugins,
+            attestor,
+        })
     }
 
     /// An entitlement.
     pub fn entitlement(&self, id: &str) -> Option<&EntitlementConfig> {
         self.config.entitlement(id)
+    }
+
+    /// The attestation signer, when keys are configured.
+    pub fn attestor(&self) -> Option<&Arc<Attestor>> {
+        self.attestor.as_ref()
+    }
+
+    /// An action kind.
+    pub fn action(&self, name: &str) -> Option<&crate::config::ActionKindConfig> {
+        self.config.action(name)
     }
 
     /// A loaded plugin.

@@ -27,6 +27,9 @@ pub fn now_ms() -> Millis {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+mod actions;
+pub use actions::{ActionInput, ActionView};
+
 /// How many times a write is retried after a compare-and-set conflict.
 const CAS_ATTEMPTS: usize = 8;
 
@@ -68,6 +71,12 @@ pub enum ServiceError {
     /// The database failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
+    /// Parameters presented with an attestation are not the ones approved.
+    #[error("{0}")]
+    DigestMismatch(String),
+    /// Something Sallyport depends on did not answer (an issuer's keys, say).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ServiceError {
@@ -84,6 +93,8 @@ impl ServiceError {
             ServiceError::NoCredentials(_) => "no_credentials",
             ServiceError::Connector(_) => "connector_failed",
             ServiceError::Store(_) => "internal",
+            ServiceError::DigestMismatch(_) => "digest_mismatch",
+            ServiceError::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -153,6 +164,7 @@ pub enum ListScope {
 }
 
 struct Inner {
+    workload: crate::workload::WorkloadVerifier,
     store: Arc<dyn Store>,
     policy: RwLock<Arc<Policy>>,
     host: PluginHost,
@@ -215,6 +227,7 @@ impl Service {
     ) -> Self {
         Service {
             inner: Arc::new(Inner {
+                workload: crate::workload::WorkloadVerifier::new(),
                 store,
                 policy: RwLock::new(Arc::new(policy)),
                 host,
@@ -281,11 +294,16 @@ impl Service {
         r: &Request,
         now: Millis,
     ) -> (PolicyOutcome, Option<PluginRef>) {
-        let Some(ent) = policy.entitlement(&r.entitlement) else {
+        let Some(ent) = policy.config.review_settings(r) else {
+            let what = if r.action.is_some() {
+                "action kind"
+            } else {
+                "entitlement"
+            };
             return (
                 PolicyOutcome::Error {
                     code: "entitlement_removed".into(),
-                    message: format!("entitlement `{}` is no longer configured", r.entitlement),
+                    message: format!("{what} `{}` is no longer configured", r.entitlement),
                 },
                 None,
             );
@@ -299,8 +317,19 @@ impl Service {
                 None,
             );
         };
+        let subject = match &r.action {
+            Some(a) => plugin::Subject::Action(plugin::ActionRequest {
+                id: r.id.clone(),
+                kind: r.entitlement.clone(),
+                requester: plugin_principal(&r.requester),
+                parameters: crate::domain::canonical_text(&a.parameters),
+                justification: r.justification.clone(),
+                created_at: r.created_at,
+            }),
+            None => plugin::Subject::Access(plugin_request(r)),
+        };
         let ctx = plugin::EvaluationContext {
-            subject: plugin::Subject::Access(plugin_request(r)),
+            subject,
             settings: ent.approval.settings.clone(),
             reviews: r
                 .reviews
@@ -697,6 +726,7 @@ impl Service {
             action: match scope {
                 TokenScope::Api => "token.issued".into(),
                 TokenScope::Web => "session.started".into(),
+                TokenScope::Action => "token.issued_for_action".into(),
             },
             subject: format!("token:{id}"),
             before: serde_json::Value::Null,

@@ -6,12 +6,14 @@
 //! jobs it causes. The store persists all three in one transaction, with compare-and-set on
 //! [`Request::version`].
 
+mod action;
 mod duration;
 mod request;
 
 #[cfg(test)]
 mod proptests;
 
+pub use action::*;
 pub use duration::{format_duration, format_utc, parse_duration};
 pub use request::*;
 

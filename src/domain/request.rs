@@ -386,6 +386,10 @@ pub struct Request {
     /// Taking it away, once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<Revocation>,
+    /// Set for an action request (then `entitlement` is the action kind and `duration_secs` how
+    /// long the approval stays valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<super::ActionDetails>,
     /// Compare-and-set version: every persisted transition increments it.
     pub version: i64,
 }
@@ -591,6 +595,14 @@ pub enum DomainError {
     /// A scheduled action ran before its time (a stale or early job): nothing to do.
     #[error("not due yet")]
     NotDue,
+    /// An action's approval cannot be used (already consumed, expired, revoked).
+    #[error("{message}")]
+    Unusable {
+        /// `already_consumed`, `expired` or `not_usable`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
 }
 
 impl DomainError {
@@ -605,6 +617,7 @@ impl DomainError {
             DomainError::AlreadyReviewed { .. } => "already_reviewed",
             DomainError::Forbidden(_) => "forbidden",
             DomainError::NotDue => "not_due",
+            DomainError::Unusable { code, .. } => code,
         }
     }
 }
@@ -662,6 +675,13 @@ pub enum Action {
         /// Why.
         error: String,
     },
+    /// An approved action's attestation is used, once.
+    Consume {
+        /// Who presented it (`user:<id>`, or `attestation` for its bearer).
+        by: String,
+        /// Where it came from.
+        channel: Channel,
+    },
 }
 
 impl Action {
@@ -678,6 +698,7 @@ impl Action {
             Action::Revoke { .. } => "revoke",
             Action::End(_) => "end",
             Action::RevokeSucceeded | Action::RevokeFailed { .. } => "complete the revocation of",
+            Action::Consume { .. } => "consume",
         }
     }
 }
@@ -809,6 +830,7 @@ impl Request {
             decided_by: None,
             grant: None,
             revocation: None,
+            action: None,
             version: 0,
         };
         let event = Event {
@@ -836,6 +858,42 @@ impl Request {
                 run_at: pending_until,
             }],
         })
+    }
+
+    /// File an action request: [`Request::create`] with the action's canonical parameters. The
+    /// rules' durations are the approval's validity; the requester was checked by the caller
+    /// (people by the rules' groups and users, pipelines by their workload identity).
+    pub fn create_action(
+        id: String,
+        input: NewRequest,
+        details: super::ActionDetails,
+        rules: &EntitlementRules,
+        now: Millis,
+    ) -> Result<Transition, DomainError> {
+        let mut t = Request::create(id, input, rules, now)?;
+        if let Some(ev) = t.events.first_mut() {
+            ev.action = "action.requested".into();
+            ev.after = json!({
+                "state": t.request.state,
+                "action": t.request.entitlement,
+                "parameters": details.parameters,
+                "digest": details.digest,
+                "validity_secs": t.request.duration_secs,
+                "justification": t.request.justification,
+                "workload": details.workload,
+            });
+        }
+        t.request.action = Some(details);
+        Ok(t)
+    }
+
+    /// An approved action whose attestation is valid at `now` and not yet used.
+    pub fn action_usable_at(&self, now: Millis) -> bool {
+        self.state == State::Active
+            && self
+                .action
+                .as_ref()
+                .is_some_and(|a| a.consumed_at.is_none() && a.valid_until.is_some_and(|v| now < v))
     }
 
     /// Access is in place and has not reached its end.
@@ -942,13 +1000,28 @@ impl Request {
                         next.break_glass = break_glass;
                         next.decided_by = plugin.clone();
                         next.requirements.clear();
+                        let mut extra = json!({ "reason": reason, "break_glass": break_glass });
+                        if let Some(a) = next.action.as_mut() {
+                            // An action needs no connector: approved is usable at once.
+                            let until = now.saturating_add(secs_to_ms(self.duration_secs));
+                            a.approved_at = Some(now);
+                            a.valid_until = Some(until);
+                            next.state = State::Active;
+                            extra["valid_until"] = json!(until);
+                            extra["digest"] = json!(a.digest);
+                            jobs.push(JobSpec {
+                                kind: JobKind::Expire,
+                                request_id: self.id.clone(),
+                                run_at: until,
+                            });
+                        }
                         event(
                             &next,
                             &actor,
                             "request.approved",
                             Channel::System,
                             plugin.clone(),
-                            json!({ "reason": reason, "break_glass": break_glass }),
+                            extra,
                         );
                         if break_glass {
                             event(
@@ -960,11 +1033,13 @@ impl Request {
                                 json!({ "justification": self.justification }),
                             );
                         }
-                        jobs.push(JobSpec {
-                            kind: JobKind::Provision,
-                            request_id: self.id.clone(),
-                            run_at: now,
-                        });
+                        if next.action.is_none() {
+                            jobs.push(JobSpec {
+                                kind: JobKind::Provision,
+                                request_id: self.id.clone(),
+                                run_at: now,
+                            });
+                        }
                     }
                     PolicyOutcome::Deny { reason } => {
                         next.state = State::Denied;
@@ -1228,6 +1303,25 @@ impl Request {
                     run_at: now,
                 });
             }
+            Action::Expire if self.action.is_some() => {
+                let until = self.action.as_ref().and_then(|a| a.valid_until);
+                let Some(until) = until.filter(|_| self.state == State::Active) else {
+                    return Err(illegal(&Action::Expire));
+                };
+                if now < until {
+                    return Err(DomainError::NotDue);
+                }
+                next.state = State::Expired;
+                next.reason = Some("the approval's validity ended before it was used".into());
+                event(
+                    &next,
+                    &system,
+                    "action.expired",
+                    Channel::System,
+                    None,
+                    json!({ "valid_until": until }),
+                );
+            }
             Action::Expire => {
                 if self.state != State::Active {
                     return Err(illegal(&Action::Expire));
@@ -1281,6 +1375,23 @@ impl Request {
                 let reason = clean_text("reason", &reason, MAX_COMMENT)?;
                 next.state = State::Revoked;
                 next.reason = Some(reason.clone());
+                if self.action.is_some() {
+                    // Nothing was granted: the attestation dies with the approval (consume
+                    // refuses it from now on).
+                    event(
+                        &next,
+                        &by.principal.actor(),
+                        "request.revoked",
+                        by.channel,
+                        None,
+                        json!({ "reason": reason }),
+                    );
+                    return Ok(Transition {
+                        request: next,
+                        events,
+                        jobs,
+                    });
+                }
                 next.revocation = Some(Revocation {
                     reason: RevokeReason::Revoked,
                     requested_at: now,
@@ -1313,6 +1424,22 @@ impl Request {
                     ));
                 }
                 next.state = State::Ended;
+                if self.action.is_some() {
+                    next.reason = Some(format!("withdrawn by {} before use", by.principal.id));
+                    event(
+                        &next,
+                        &by.principal.actor(),
+                        "action.withdrawn",
+                        by.channel,
+                        None,
+                        json!({}),
+                    );
+                    return Ok(Transition {
+                        request: next,
+                        events,
+                        jobs,
+                    });
+                }
                 next.reason = Some(format!("ended early by {}", by.principal.id));
                 next.revocation = Some(Revocation {
                     reason: RevokeReason::Ended,
@@ -1365,6 +1492,51 @@ impl Request {
                     Channel::System,
                     None,
                     json!({ "error": error, "attempts": attempts }),
+                );
+            }
+            Action::Consume { by, channel } => {
+                let Some(a) = next.action.as_mut() else {
+                    return Err(DomainError::Forbidden(
+                        "only an approved action can be consumed; this is an access request".into(),
+                    ));
+                };
+                if let Some(at) = a.consumed_at {
+                    return Err(DomainError::Unusable {
+                        code: "already_consumed",
+                        message: format!(
+                            "this approval was already consumed at {}; an attestation is good for one use",
+                            super::format_utc(at)
+                        ),
+                    });
+                }
+                let until = a.valid_until.unwrap_or(0);
+                if self.state == State::Expired || (self.state == State::Active && now >= until) {
+                    return Err(DomainError::Unusable {
+                        code: "expired",
+                        message: format!("this approval expired at {}", super::format_utc(until)),
+                    });
+                }
+                if self.state != State::Active {
+                    return Err(DomainError::Unusable {
+                        code: "not_usable",
+                        message: format!(
+                            "this approval cannot be used: the action request is {}",
+                            self.state
+                        ),
+                    });
+                }
+                a.consumed_at = Some(now);
+                a.consumed_by = Some(by.clone());
+                let digest = a.digest.clone();
+                next.state = State::Ended;
+                next.reason = Some("consumed".into());
+                event(
+                    &next,
+                    &by,
+                    "action.consumed",
+                    channel,
+                    None,
+                    json!({ "digest": digest }),
                 );
             }
         }

@@ -62,6 +62,8 @@ impl From<ServiceError> for ApiError {
                 | D::NotEligible { .. }
                 | D::Forbidden(_) => StatusCode::FORBIDDEN,
                 D::Illegal { .. } | D::AlreadyReviewed { .. } | D::NotDue => StatusCode::CONFLICT,
+                D::Unusable { code: "expired", .. } => StatusCode::GONE,
+                D::Unusable { .. } => StatusCode::CONFLICT,
             },
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -72,6 +74,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::NoCredentials(_) => StatusCode::CONFLICT,
             ServiceError::Connector(_) => StatusCode::BAD_GATEWAY,
             ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::DigestMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let message = match &e {
             ServiceError::Store(s) => {

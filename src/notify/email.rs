@@ -385,6 +385,7 @@ mod tests {
                 expires_at: 3_600_001,
             }),
             revocation: None,
+            action: None,
             version: 1,
         }
     }

@@ -138,6 +138,8 @@ pub enum TokenScope {
     Api,
     /// A browser session, in the session cookie.
     Web,
+    /// A pipeline's wait token: reads the one action request named by the token's name.
+    Action,
 }
 
 impl TokenScope {
@@ -146,6 +148,7 @@ impl TokenScope {
         match self {
             TokenScope::Api => "api",
             TokenScope::Web => "web",
+            TokenScope::Action => "action",
         }
     }
 }
@@ -264,6 +267,21 @@ pub trait Store: NotifyStore + Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// Record that `kid` (public key `jwk`) signed a token valid until `not_after`: it stays
+    /// published at least that long.
+    async fn note_attestation_key(
+        &self,
+        kid: &str,
+        jwk: &serde_json::Value,
+        not_after: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Public keys that signed tokens still valid at `now`.
+    async fn attestation_keys(
+        &self,
+        now: Millis,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
     /// Counts for metrics.
     async fn counts(&self) -> Result<Counts, StoreError>;
 }
@@ -344,6 +362,7 @@ pub trait NotifyStore: Send + Sync {
 
     /// Keep a message in the dev-mode outbox.
     async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError>;
+
 
     /// The dev-mode outbox, newest first.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;

@@ -416,6 +416,7 @@ fn token_from(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         name: row.try_get("name")?,
         scope: match row.try_get::<String, _>("scope")?.as_str() {
             "web" => TokenScope::Web,
+            "action" => TokenScope::Action,
             _ => TokenScope::Api,
         },
         created_at: row.try_get("created_at")?,
@@ -797,6 +798,46 @@ impl Store for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn note_attestation_key(
+        &self,
+        kid: &str,
+        jwk: &serde_json::Value,
+        not_after: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attestation_keys (kid, jwk, not_after) VALUES ($1, $2, $3) \
+             ON CONFLICT (kid) DO UPDATE SET not_after = CASE \
+             WHEN excluded.not_after > attestation_keys.not_after THEN excluded.not_after \
+             ELSE attestation_keys.not_after END",
+        )
+        .bind(kid)
+        .bind(jwk.to_string())
+        .bind(not_after)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn attestation_keys(
+        &self,
+        now: Millis,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, jwk FROM attestation_keys WHERE not_after > $1 ORDER BY kid",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let kid: String = r.try_get("kid")?;
+                let jwk: String = r.try_get("jwk")?;
+                let jwk = serde_json::from_str(&jwk).map_err(|e| corrupt("attestation_keys.jwk", e))?;
+                Ok((kid, jwk))
+            })
+            .collect()
     }
 
     async fn take_one_time(

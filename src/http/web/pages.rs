@@ -1386,6 +1386,7 @@ async fn tokens(
                 kind: match t.scope {
                     TokenScope::Api => "CLI / API token".into(),
                     TokenScope::Web => "browser session".into(),
+                    TokenScope::Action => "pipeline wait token".into(),
                 },
                 created_at: when(t.created_at),
                 expires_at: when(t.expires_at),
