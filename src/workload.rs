@@ -156,7 +156,7 @@ impl WorkloadVerifier {
                 }
             )));
         }
-        let key = self.key_for(&iss, header.kid.as_deref()).await?;
+        let key = self.key_for(&iss, header.kid.as_deref(), alg).await?;
         let key = DecodingKey::from_jwk(&key)
             .map_err(|e| WorkloadError::Invalid(format!("the issuer's key is unusable ({e})")))?;
         let mut v = Validation::new(alg);
@@ -217,11 +217,25 @@ impl WorkloadVerifier {
         &self,
         issuer: &str,
         kid: Option<&str>,
+        alg: Algorithm,
     ) -> Result<jsonwebtoken::jwk::Jwk, WorkloadError> {
+        // A key with this id (or the only key, when the token names none) whose declared
+        // algorithm, if any, is the token's: issuers may publish one kid per key type.
         let pick = |set: &JwkSet| -> Option<jsonwebtoken::jwk::Jwk> {
+            let fits = |j: &&jsonwebtoken::jwk::Jwk| {
+                j.common
+                    .key_algorithm
+                    .as_ref()
+                    .is_none_or(|a| format!("{a:?}") == format!("{alg:?}"))
+            };
             match kid {
-                Some(k) => set.find(k).cloned(),
-                None if set.keys.len() == 1 => set.keys.first().cloned(),
+                Some(k) => set
+                    .keys
+                    .iter()
+                    .filter(|j| j.common.key_id.as_deref() == Some(k))
+                    .find(fits)
+                    .cloned(),
+                None if set.keys.len() == 1 => set.keys.iter().find(fits).cloned(),
                 None => None,
             }
         };

@@ -145,6 +145,36 @@ plugin = "quorum"
 [entitlements.approval.settings]
 stages = [{{ name = "security", groups = ["security"], count = 1 }}]
 break_glass = {{ enabled = true, min_justification_chars = 30 }}
+
+# Approval of one action rather than a role: a pipeline (or an engineer) asks to deploy one
+# version of one service; a team lead approves; the approval is a signed attestation, good for
+# 15 minutes and one use (`sallyport action request deploy/demo ... --wait`).
+[attestation]
+signing_keys = ["attestation-key.pem"]
+
+[[actions]]
+name = "deploy/demo"
+description = "Deploy one version of one demo service: a team lead approves"
+validity = "15m"
+pending_ttl = "1h"
+requester_groups = ["eng"]
+
+[actions.parameters.service]
+type = "string"
+required = true
+pattern = "[a-z][a-z0-9-]{{0,40}}"
+description = "the service to deploy"
+
+[actions.parameters.version]
+type = "string"
+required = true
+pattern = 'v[0-9]+\.[0-9]+\.[0-9]+'
+description = "the release tag"
+
+[actions.approval]
+plugin = "quorum"
+[actions.approval.settings]
+stages = [{{ name = "team lead", groups = ["leads"], count = 1 }}]
 "#,
         origin = public_url.trim_end_matches('/'),
     )
@@ -180,6 +210,10 @@ pub async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     drop(probe);
     let public_url = format!("http://{addr}/");
     let token = demo_token(&data_dir).map_err(|e| anyhow::anyhow!(e))?;
+    let key = data_dir.join("attestation-key.pem");
+    if !key.exists() {
+        crate::attest::write_new_key(&key).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let config_path = data_dir.join("sallyport.toml");
     std::fs::write(&config_path, dev_config(addr, &public_url))?;
     let config = Config::load(&config_path, ParseOptions::default())
@@ -214,6 +248,9 @@ Then approve it as bob and carol (each their own login profile):
   sallyport --profile bob login --dev-user bob     && sallyport --profile bob requests --scope review
   sallyport --profile bob approve REQUEST_ID
   sallyport --profile carol login --dev-user carol && sallyport --profile carol approve REQUEST_ID
+Approve one deployment rather than a role (bob approves; the attestation is printed):
+  sallyport action request deploy/demo --param service=api --param version=v1.4.2 \
+    --reason "release 1.4.2" --wait --timeout 10m
 Watch the demo target, then end early and check the audit chain:
   curl -s -H "x-api-key: $(cat {data}/demo-target-token)" {url}/demo/target/grants
   sallyport done REQUEST_ID

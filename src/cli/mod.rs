@@ -3,6 +3,7 @@
 //! server through its JSON API. Every command that prints accepts `--output json`.
 
 mod access;
+mod action_cmd;
 mod aws_cmd;
 mod client;
 mod dev;
@@ -202,12 +203,30 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Ask approval for one action (a deployment, a migration) and use its attestation.
+    #[command(subcommand)]
+    Action(action_cmd::ActionCommand),
+    /// Manage the keys that sign action attestations.
+    #[command(subcommand)]
+    Attestation(AttestationCommand),
     /// End your active grant now.
     Done {
         /// The request id.
         id: String,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AttestationCommand {
+    /// Write a new Ed25519 signing key (PKCS#8 PEM, 0600; never overwrites). List it first in
+    /// `[attestation] signing_keys` to sign with it; keys removed from the list stay published
+    /// until the tokens they signed expire.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -413,6 +432,20 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Revoke { id, reason, output } => {
             access::act(&conn, &id, "revoke", json!({ "reason": reason }), output).await
+        }
+        Command::Action(cmd) => action_cmd::run(&conn, cmd).await,
+        Command::Attestation(AttestationCommand::Keygen { out }) => {
+            match crate::attest::write_new_key(&out) {
+                Ok(kid) => {
+                    println!("{}", out.display());
+                    eprintln!("wrote a new Ed25519 signing key, kid {kid}");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::FAILED
+                }
+            }
         }
         Command::Done { id, output } => access::act(&conn, &id, "end", json!({}), output).await,
         Command::Creds { entitlement, ask } => aws_cmd::creds(&conn, &entitlement, &ask).await,

@@ -37,6 +37,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
     ("post", "/api/v1/cli/token"),
+    ("get", "/api/v1/actions/kinds"),
+    ("post", "/api/v1/actions"),
+    ("get", "/api/v1/actions/{id}"),
+    ("post", "/api/v1/actions/{id}/consume"),
+    ("get", "/.well-known/jwks.json"),
 ];
 
 pub(super) fn routes() -> Router<AppState> {
@@ -59,6 +64,146 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/tokens", get(tokens))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/cli/token", post(cli_token))
+        .route("/api/v1/actions/kinds", get(action_kinds))
+        .route("/api/v1/actions", post(create_action))
+        .route("/api/v1/actions/{id}", get(get_action))
+        .route("/api/v1/actions/{id}/consume", post(consume_action))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// The bearer token of a request, if it sent one.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "send `Authorization: Bearer <token>`: an API token, or a pipeline's OIDC workload token",
+        )
+    })?;
+    auth.to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))
+}
+
+async fn action_kinds(State(st): State<AppState>, caller: Caller) -> Json<Value> {
+    let policy = st.service.policy();
+    let kinds: Vec<Value> = policy
+        .config
+        .actions
+        .iter()
+        .map(|k| views::action_kind(k, &caller))
+        .collect();
+    Json(json!({ "kinds": kinds }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    kind: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    reason: String,
+}
+
+/// File an action request, as a person or service (API token) or a pipeline (OIDC workload
+/// token). A pipeline also gets a `wait_token` that reads this request while it waits.
+async fn create_action(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    ctx: WriteCtx,
+    ApiJson(body): ApiJson<ActionBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let token = bearer(&headers)?;
+    let (caller, workload) = if crate::workload::looks_like_jwt(token) {
+        let (c, w) = st.service.authenticate_workload(token, &body.kind).await?;
+        (c, Some(w))
+    } else {
+        (st.service.authenticate(token).await?, None)
+    };
+    let pipeline = workload.is_some();
+    let r = st
+        .service
+        .create_action(
+            &caller,
+            workload,
+            crate::service::ActionInput {
+                kind: body.kind,
+                parameters: body.parameters,
+                justification: body.reason,
+            },
+            Channel::Api,
+            &ctx,
+        )
+        .await?;
+    let view = st.service.get_action(&caller, &r.id).await?;
+    let mut out = views::action(&view, &caller, now_ms());
+    if pipeline {
+        out["wait_token"] = json!(st.service.issue_wait_token(&r, &ctx).await?);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// An action request, with its attestation for its requester once approved. Accepts an API
+/// token or the request's wait token.
+async fn get_action(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = bearer(&headers)?;
+    let caller = match st.service.authenticate(token).await {
+        Ok(c) => c,
+        Err(_) => st.service.authenticate_wait(token, &id).await?,
+    };
+    let view = st.service.get_action(&caller, &id).await?;
+    Ok(Json(views::action(&view, &caller, now_ms())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumeBody {
+    attestation: String,
+    parameters: Option<serde_json::Map<String, Value>>,
+}
+
+/// Use an approval once. The attestation itself is the credential; an API token, when sent,
+/// names who consumed it in the audit log.
+async fn consume_action(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    ctx: WriteCtx,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ConsumeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let by = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(_) => Some(st.service.authenticate(bearer(&headers)?).await?),
+    };
+    let r = st
+        .service
+        .consume(&id, &body.attestation, body.parameters, by.as_ref(), &ctx)
+        .await?;
+    let a = r.action.as_ref();
+    Ok(Json(json!({
+        "id": r.id,
+        "action": r.entitlement,
+        "state": r.state,
+        "params_digest": a.map(|a| a.digest.clone()),
+        "consumed_at": views::time(a.and_then(|a| a.consumed_at).unwrap_or(0)),
+    })))
+}
+
+/// The public keys that verify attestations (RFC 7517).
+async fn jwks(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let doc = st.service.jwks().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        Json(doc),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

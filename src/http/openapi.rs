@@ -12,6 +12,9 @@ fn error_responses(codes: &[u16]) -> Value {
             403 => "Not allowed (not requestable, self-review, not an eligible reviewer)",
             404 => "No such thing, or not visible to the caller",
             409 => "Not possible in the request's current state, or a concurrent change",
+            410 => "The approval has expired",
+            422 => "The parameters are not the approved ones",
+            503 => "A dependency (an OIDC issuer's keys) did not answer",
             413 => "Body too large",
             415 => "Body is not JSON",
             502 => "The connector failed",
@@ -206,6 +209,31 @@ pub fn document() -> Value {
             "/api/v1/cli/token": { "post": { "summary": "The CLI's browser login: a one-time code (from the browser) and the PKCE verifier for an API token", "security": [],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["code", "code_verifier"], "properties": { "code": { "type": "string" }, "code_verifier": { "type": "string", "minLength": 43, "maxLength": 128 }, "name": { "type": "string" } } } } } },
                 "responses": with_errors(json!({ "201": ok("A token", json!({ "type": "object" })) }), &[400, 401, 429]) } },
+            "/api/v1/actions/kinds": { "get": { "summary": "The action kinds: parameters, validity, who may ask", "responses": with_errors(json!({ "200": ok("Kinds", json!({ "type": "object" })) }), &[401]) } },
+            "/api/v1/actions": { "post": {
+                "summary": "Ask approval for one action. Authenticate with an API token or a pipeline's OIDC workload token (verified against its issuer's JWKS); a pipeline also receives a `wait_token` that reads this request",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["kind", "reason"], "additionalProperties": false,
+                    "properties": { "kind": { "type": "string", "examples": ["deploy/production"] }, "parameters": { "type": "object", "additionalProperties": { "type": ["string", "integer", "boolean"] } }, "reason": { "type": "string" } }
+                } } } },
+                "responses": with_errors(json!({ "201": ok("The action request (state `active` once approved, with `attestation`)", request_ref()) }), &[400, 401, 403, 404, 503])
+            } },
+            "/api/v1/actions/{id}": { "get": {
+                "summary": "An action request; its requester gets the signed `attestation` while the approval is usable. Accepts an API token or the request's wait token",
+                "parameters": [id_param()],
+                "responses": with_errors(json!({ "200": ok("The action request", request_ref()) }), &[401, 404])
+            } },
+            "/api/v1/actions/{id}/consume": { "post": {
+                "summary": "Use an approval once: the attestation is the credential; with `parameters`, they must be the approved ones. The second consume fails",
+                "security": [],
+                "parameters": [id_param()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["attestation"], "additionalProperties": false,
+                    "properties": { "attestation": { "type": "string" }, "parameters": { "type": "object" } }
+                } } } },
+                "responses": with_errors(json!({ "200": ok("Consumed", json!({ "type": "object" })) }), &[400, 401, 404, 409, 410, 422])
+            } },
+            "/.well-known/jwks.json": { "get": { "summary": "Public keys (JWKS) that verify attestations, including retired keys until their tokens expire", "security": [], "responses": { "200": ok("JWK set", json!({ "type": "object" })) } } },
             "/api/v1/dev/users": { "get": { "summary": "Dev mode only: the demo users", "security": [], "responses": { "200": ok("Users", json!({ "type": "object" })) } } },
             "/api/v1/dev/login": { "post": { "summary": "Dev mode only: a token for a demo user, without a password", "security": [],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["user"], "properties": { "user": { "type": "string" }, "token_name": { "type": "string" } } } } } },

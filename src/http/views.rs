@@ -69,7 +69,44 @@ pub fn request(r: &Request, caller: &Caller, now: Millis) -> Value {
         "can_review": r.may_review(&caller.principal),
         "grant": grant,
         "revocation": revocation,
+        "action": r.action.as_ref().map(|a| json!({
+            "kind": r.entitlement,
+            "parameters": a.parameters,
+            "params_digest": a.digest,
+            "workload": a.workload,
+            "approved_at": opt_time(a.approved_at),
+            "valid_until": opt_time(a.valid_until),
+            "consumed_at": opt_time(a.consumed_at),
+            "consumed_by": a.consumed_by,
+        })),
         "version": r.version,
+    })
+}
+
+/// An action request with, for its requester once approved, the attestation.
+pub fn action(v: &crate::service::ActionView, caller: &Caller, now: Millis) -> Value {
+    let mut out = request(&v.request, caller, now);
+    out["attestation"] = json!(v.attestation);
+    out
+}
+
+/// An action kind as requesters see it.
+pub fn action_kind(k: &crate::config::ActionKindConfig, caller: &Caller) -> Value {
+    json!({
+        "name": k.rules.id,
+        "description": k.description,
+        "validity": format_duration(k.rules.default_duration_secs),
+        "requestable": k.rules.may_request(&caller.principal),
+        "parameters": k.parameters.iter().map(|(n, p)| json!({
+            "name": n,
+            "type": p.kind.as_str(),
+            "required": p.required,
+            "pattern": p.pattern.as_ref().map(|r| r.as_str()),
+            "description": p.description,
+        })).collect::<Vec<_>>(),
+        "pipelines": k.pipelines.iter().map(|p| json!({
+            "issuer": p.issuer, "audience": p.audience, "subject": p.subject,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -127,6 +127,14 @@ struct MailView {
     deny: Option<String>,
     link_only: bool,
     links_expire: String,
+    /// An action request: its exact parameters (one line each).
+    action: Option<Vec<ParamLine>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ParamLine {
+    name: String,
+    value: String,
 }
 
 /// Renders messages.
@@ -177,7 +185,39 @@ impl Mailer {
         let ent = &r.entitlement;
         let ends = r.grant.as_ref().map(|g| format_utc(g.expires_at));
         let ends_text = ends.clone().unwrap_or_default();
+        let action = r.action.as_ref().map(|a| {
+            a.parameters
+                .iter()
+                .map(|(k, v)| ParamLine {
+                    name: one_line(k),
+                    value: one_line(&match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }),
+                })
+                .collect::<Vec<_>>()
+        });
         let (label, heading, intro) = match m.topic {
+            "review_needed" if action.is_some() => (
+                "Review needed",
+                format!("{requester} asks to run {ent}"),
+                format!(
+                    "{requester} asks approval to run {ent} once, with exactly the parameters below. An approval is valid for {}. You are one of the people who can approve it.",
+                    format_duration(r.duration_secs)
+                ),
+            ),
+            "approved" if action.is_some() => (
+                "Approved",
+                format!("{ent} was approved"),
+                format!(
+                    "{requester} may run {ent} once with the parameters below, until {}.",
+                    r.action
+                        .as_ref()
+                        .and_then(|a| a.valid_until)
+                        .map(format_utc)
+                        .unwrap_or_default()
+                ),
+            ),
             "review_needed" => (
                 "Review needed",
                 format!("{requester} asks for {ent}"),
@@ -275,6 +315,7 @@ impl Mailer {
             deny: m.review_links.map(|l| l.deny.clone()),
             link_only: m.link_only,
             links_expire: format_utc(r.pending_until),
+            action,
         };
         let (html_t, text_t) = if m.topic == "review_needed" {
             ("review.html", "review.txt")

@@ -205,7 +205,7 @@ impl Notifier {
                 continue;
             };
             let mut watchers: Vec<String> = cfg.notify.watchers.clone();
-            if let Some(e) = policy.entitlement(&r.entitlement) {
+            if let Some(e) = policy.config.review_settings(&r) {
                 watchers.extend(e.watchers.iter().cloned());
             }
             watchers.sort();
@@ -453,7 +453,8 @@ impl Notifier {
         }
         let policy = self.service.policy();
         let link_only = policy
-            .entitlement(&r.entitlement)
+            .config
+            .review_settings(r)
             .is_some_and(|e| e.link_only_approval);
         let mut minted = Vec::new();
         let links = match (&d.topic[..], &person) {

@@ -25,6 +25,14 @@
 //     <button id="sign-in" type="submit">Sign in</button>
 // An unknown login name shows the login page again, with <p id="login-error">.
 //
+// Workload tokens (pipelines), optional: with OIDC_WORKLOAD_CLIENTS=sub1,sub2 (client ids that
+// become the tokens' `sub`, e.g. `repo:acme/app:ref:refs/heads/main`), OIDC_WORKLOAD_AUDIENCE
+// (an absolute URI) and OIDC_WORKLOAD_SECRET, each such client may ask
+//   POST /token  grant_type=client_credentials&scope=deploy&client_id=SUB&client_secret=SECRET
+// and receives an RS256 JWT access token {iss, sub: SUB, aud: AUDIENCE, exp (+300 s), jti, ...}
+// signed with the provider's keys (published at its jwks_uri): the shape of a CI workload
+// identity token.
+//
 // Provider cookies are named op_session, op_interaction, op_interaction_resume (so they do
 // not clash with the application's cookies: cookies on 127.0.0.1 are shared across ports).
 // They are not `Secure` over plain http, and SameSite=Lax.
@@ -49,6 +57,14 @@ const clientId = env('OIDC_CLIENT_ID');
 const clientSecret = env('OIDC_CLIENT_SECRET');
 const redirectUris = env('OIDC_REDIRECT_URIS').split(',').map((s) => s.trim()).filter(Boolean);
 const issuer = `http://127.0.0.1:${port}`;
+const workloadIds = (process.env.OIDC_WORKLOAD_CLIENTS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+const workloadAudience = process.env.OIDC_WORKLOAD_AUDIENCE ?? '';
+const workloadSecret = process.env.OIDC_WORKLOAD_SECRET ?? '';
+const workloads = workloadIds.length > 0;
+if (workloads && (!workloadAudience || !workloadSecret)) {
+  console.error('provider.mjs: OIDC_WORKLOAD_CLIENTS needs OIDC_WORKLOAD_AUDIENCE and OIDC_WORKLOAD_SECRET');
+  process.exit(2);
+}
 
 const ACCOUNTS = {
   alice: { email: 'alice@example.com', name: 'Alice Archer', groups: ['eng'] },
@@ -67,7 +83,14 @@ const configuration = {
     response_types: ['code'],
     // client_secret_post is accepted for this client too (oidc-provider treats the two alike).
     token_endpoint_auth_method: 'client_secret_basic',
-  }],
+  }, ...workloadIds.map((id) => ({
+    client_id: id,
+    client_secret: workloadSecret,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_post',
+  }))],
   scopes: SCOPES,
   claims: {
     openid: ['sub'],
@@ -108,6 +131,23 @@ const configuration = {
   pkce: { required: () => false },
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: workloads },
+    resourceIndicators: {
+      enabled: workloads,
+      // Only workload clients get the pipeline audience; sign-in flows are unchanged.
+      defaultResource: (_ctx, client) => (client && workloadIds.includes(client.clientId) ? workloadAudience : undefined),
+      useGrantedResource: () => true,
+      getResourceServerInfo: (_ctx, resource) => {
+        if (resource !== workloadAudience) throw new Error(`unknown resource ${resource}`);
+        return {
+          scope: 'deploy',
+          audience: workloadAudience,
+          accessTokenTTL: 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
   },
   interactions: {
     url: (_ctx, interaction) => `/interaction/${interaction.uid}`,

@@ -65,7 +65,8 @@ async fn load(st: &AppState, token: &str) -> Result<Loaded, WebError> {
     let link_only = st
         .service
         .policy()
-        .entitlement(&request.entitlement)
+        .config
+        .review_settings(&request)
         .is_some_and(|e| e.link_only_approval);
     Ok(Loaded {
         link,

@@ -881,6 +881,56 @@ struct ReqView {
     revocation: Option<String>,
     requirements: Vec<StageView>,
     reviews: Vec<ReviewView>,
+    action: Option<ActionFacts>,
+}
+
+/// What an approver must see of an action: exactly what will run.
+#[derive(Debug, Serialize)]
+struct ActionFacts {
+    parameters: Vec<ParamView>,
+    digest: String,
+    pipeline: Option<String>,
+    valid_until: Option<String>,
+    consumed: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ParamView {
+    name: String,
+    value: String,
+}
+
+fn action_facts(r: &crate::domain::Request) -> Option<ActionFacts> {
+    let a = r.action.as_ref()?;
+    Some(ActionFacts {
+        parameters: a
+            .parameters
+            .iter()
+            .map(|(k, v)| ParamView {
+                name: k.clone(),
+                value: match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            })
+            .collect(),
+        digest: a.digest.clone(),
+        pipeline: a.workload.as_ref().map(|w| {
+            let mut s = format!("{} (issuer {})", w.subject, w.issuer);
+            if let Some(by) = &w.started_by {
+                s.push_str(&format!(", started by {by}"));
+            }
+            s
+        }),
+        valid_until: a.valid_until.map(when),
+        consumed: a.consumed_at.map(|t| {
+            format!(
+                "{} by {}",
+                when(t),
+                a.consumed_by.as_deref().unwrap_or("its holder")
+            )
+        }),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -1023,6 +1073,7 @@ async fn request_page(
                     comment: rv.comment.clone(),
                 })
                 .collect(),
+            action: action_facts(&r),
         },
         can,
         timeline,
@@ -1677,6 +1728,16 @@ mod tests {
                                 channel: "web".into(),
                                 comment: Some(EVIL.into()),
                             }],
+                            action: Some(ActionFacts {
+                                parameters: vec![ParamView {
+                                    name: EVIL.into(),
+                                    value: EVIL.into(),
+                                }],
+                                digest: "sha256:00".into(),
+                                pipeline: Some(EVIL.into()),
+                                valid_until: Some("later".into()),
+                                consumed: Some(EVIL.into()),
+                            }),
                         },
                         can: Can {
                             review: true,
