@@ -283,8 +283,11 @@ mod tests {
         let b = attestor(dir.path(), "b.pem");
         assert!(a.verify(&b.sign(&claims), &[]).is_err());
         assert!(
-            a.verify(&b.sign(&claims), &[(b.current().kid.clone(), b.current().jwk.clone())])
-                .is_ok(),
+            a.verify(
+                &b.sign(&claims),
+                &[(b.current().kid.clone(), b.current().jwk.clone())]
+            )
+            .is_ok(),
             "a retired key from the store still verifies"
         );
         assert!(a.verify("a.b", &[]).is_err());

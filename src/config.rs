@@ -1718,8 +1718,7 @@ pub struct ReviewSettings<'a> {
     pub watchers: &'a [String],
 }
 
-impl Config {
-}
+impl Config {}
 
 #[cfg(test)]
 mod tests {

@@ -176,9 +176,9 @@ impl WorkloadVerifier {
                     auds.join(", ")
                 ),
                 K::InvalidIssuer => "the token's issuer does not match".to_owned(),
-                K::InvalidSignature => format!(
-                    "the signature does not verify with the keys of `{iss}`"
-                ),
+                K::InvalidSignature => {
+                    format!("the signature does not verify with the keys of `{iss}`")
+                }
                 K::MissingRequiredClaim(c) => format!("the token has no `{c}`"),
                 _ => format!("{e}"),
             })
@@ -257,16 +257,13 @@ impl WorkloadVerifier {
         }
         let set = self.fetch_jwks(issuer).await?;
         let key = pick(&set);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                issuer.to_owned(),
-                Cached {
-                    fetched: Instant::now(),
-                    keys: set,
-                },
-            );
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            issuer.to_owned(),
+            Cached {
+                fetched: Instant::now(),
+                keys: set,
+            },
+        );
         key.ok_or_else(|| {
             WorkloadError::Invalid(format!(
                 "`{issuer}` publishes no key `{}`",
@@ -313,9 +310,9 @@ impl WorkloadVerifier {
                 doc["issuer"]
             )));
         }
-        let jwks_uri = doc["jwks_uri"].as_str().ok_or_else(|| {
-            WorkloadError::Unavailable(format!("{discovery} has no `jwks_uri`"))
-        })?;
+        let jwks_uri = doc["jwks_uri"]
+            .as_str()
+            .ok_or_else(|| WorkloadError::Unavailable(format!("{discovery} has no `jwks_uri`")))?;
         let u = url::Url::parse(jwks_uri)
             .map_err(|e| WorkloadError::Unavailable(format!("jwks_uri `{jwks_uri}`: {e}")))?;
         let issuer_https = issuer.starts_with("https://");
@@ -356,7 +353,10 @@ mod tests {
         assert!(r("repo:acme/app:*").admits_subject(main));
         assert!(!r("repo:acme/app:*").admits_subject("repo:acme/application:ref:x"));
         assert!(r("repo:acme/*:ref:refs/heads/main").admits_subject(main));
-        assert!(!r("repo:acme/*:ref:refs/heads/main").admits_subject("repo:acme/app:ref:refs/heads/dev"));
+        assert!(
+            !r("repo:acme/*:ref:refs/heads/main")
+                .admits_subject("repo:acme/app:ref:refs/heads/dev")
+        );
         assert!(!r("repo:acme/app").admits_subject(main));
     }
 }

@@ -103,7 +103,10 @@ fn parse_params(params: &[String]) -> Result<Map<String, Value>, String> {
         if k.is_empty() {
             return Err(format!("--param `{p}`: the key is empty"));
         }
-        if out.insert(k.to_owned(), Value::String(v.to_owned())).is_some() {
+        if out
+            .insert(k.to_owned(), Value::String(v.to_owned()))
+            .is_some()
+        {
             return Err(format!("--param `{k}` is given twice"));
         }
     }
@@ -179,14 +182,17 @@ fn finish(v: &Value, output: Output, waited: bool) -> u8 {
         _ => code::ERROR,
     };
     match output {
-        Output::Json => println!("{}", json!({
-            "ok": code == code::APPROVED,
-            "id": v["id"], "kind": v["entitlement"], "state": state,
-            "params_digest": v["action"]["params_digest"],
-            "valid_until": v["action"]["valid_until"],
-            "reason": v["reason"],
-            "attestation": v["attestation"],
-        })),
+        Output::Json => println!(
+            "{}",
+            json!({
+                "ok": code == code::APPROVED,
+                "id": v["id"], "kind": v["entitlement"], "state": state,
+                "params_digest": v["action"]["params_digest"],
+                "valid_until": v["action"]["valid_until"],
+                "reason": v["reason"],
+                "attestation": v["attestation"],
+            })
+        ),
         Output::Text => match state {
             "active" => {
                 eprintln!(
@@ -200,7 +206,11 @@ fn finish(v: &Value, output: Output, waited: bool) -> u8 {
                 }
             }
             "pending" => {
-                eprintln!("filed: {} ({})", v["id"].as_str().unwrap_or(""), progress_line(v));
+                eprintln!(
+                    "filed: {} ({})",
+                    v["id"].as_str().unwrap_or(""),
+                    progress_line(v)
+                );
                 println!("{}", v["id"].as_str().unwrap_or(""));
             }
             _ => eprintln!(
@@ -322,11 +332,21 @@ async fn request(conn: &Conn, a: RequestArgs) -> u8 {
     code::TIMED_OUT
 }
 
-async fn consume(conn: &Conn, id: &str, attestation: &str, params: &[String], output: Output) -> u8 {
+async fn consume(
+    conn: &Conn,
+    id: &str,
+    attestation: &str,
+    params: &[String],
+    output: Output,
+) -> u8 {
     let attestation = if attestation == "-" {
         let mut s = String::new();
         if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
-            return error(output, code::ERROR, &format!("reading the attestation from stdin: {e}"));
+            return error(
+                output,
+                code::ERROR,
+                &format!("reading the attestation from stdin: {e}"),
+            );
         }
         s.trim().to_owned()
     } else {
@@ -351,10 +371,7 @@ async fn consume(conn: &Conn, id: &str, attestation: &str, params: &[String], ou
         Ok(v) => {
             match output {
                 Output::Json => println!("{v}"),
-                Output::Text => eprintln!(
-                    "consumed: {} {id}",
-                    v["action"].as_str().unwrap_or("")
-                ),
+                Output::Text => eprintln!("consumed: {} {id}", v["action"].as_str().unwrap_or("")),
             }
             code::APPROVED
         }

@@ -141,9 +141,7 @@ pub fn canonical_parameters(
                 }
                 Value::String(s.clone())
             }
-            (ParamType::Integer, Value::Number(n)) => {
-                Value::from(n.as_i64().ok_or_else(wrong)?)
-            }
+            (ParamType::Integer, Value::Number(n)) => Value::from(n.as_i64().ok_or_else(wrong)?),
             (ParamType::Integer, Value::String(s)) => {
                 let n: i64 = s.parse().map_err(|_| wrong())?;
                 if n.to_string() != *s {
@@ -320,11 +318,26 @@ mod tests {
         for (given, needle) in [
             (json!({}), "requires the parameter: version"),
             (json!({"version": "1.2.3"}), "does not match the pattern"),
-            (json!({"version": "v1.2.3", "replicas": "three"}), "must be an integer"),
-            (json!({"version": "v1.2.3", "replicas": "03"}), "must be an integer"),
-            (json!({"version": "v1.2.3", "replicas": 1.5}), "must be an integer"),
-            (json!({"version": "v1.2.3", "dry_run": "yes"}), "must be a boolean"),
-            (json!({"version": "v1.2.3", "colour": "red"}), "has no parameter `colour`"),
+            (
+                json!({"version": "v1.2.3", "replicas": "three"}),
+                "must be an integer",
+            ),
+            (
+                json!({"version": "v1.2.3", "replicas": "03"}),
+                "must be an integer",
+            ),
+            (
+                json!({"version": "v1.2.3", "replicas": 1.5}),
+                "must be an integer",
+            ),
+            (
+                json!({"version": "v1.2.3", "dry_run": "yes"}),
+                "must be a boolean",
+            ),
+            (
+                json!({"version": "v1.2.3", "colour": "red"}),
+                "has no parameter `colour`",
+            ),
             (json!({"version": 7}), "must be a string"),
             (json!({"version": "v1.2.3\n"}), "control characters"),
         ] {

@@ -82,7 +82,9 @@ fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
         .ok()
         .and_then(|s| s.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be `Bearer <token>`"))
+        .ok_or_else(|| {
+            ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })
 }
 
 async fn action_kinds(State(st): State<AppState>, caller: Caller) -> Json<Value> {
@@ -135,7 +137,10 @@ async fn create_action(
             &ctx,
         )
         .await?;
-    let view = st.service.get_action(&caller, &r.id).await?;
+    let view = st
+        .service
+        .get_action(&caller, &r.id, st.web.public_url.as_str())
+        .await?;
     let mut out = views::action(&view, &caller, now_ms());
     if pipeline {
         out["wait_token"] = json!(st.service.issue_wait_token(&r, &ctx).await?);
@@ -155,7 +160,10 @@ async fn get_action(
         Ok(c) => c,
         Err(_) => st.service.authenticate_wait(token, &id).await?,
     };
-    let view = st.service.get_action(&caller, &id).await?;
+    let view = st
+        .service
+        .get_action(&caller, &id, st.web.public_url.as_str())
+        .await?;
     Ok(Json(views::action(&view, &caller, now_ms())))
 }
 

@@ -62,7 +62,9 @@ impl From<ServiceError> for ApiError {
                 | D::NotEligible { .. }
                 | D::Forbidden(_) => StatusCode::FORBIDDEN,
                 D::Illegal { .. } | D::AlreadyReviewed { .. } | D::NotDue => StatusCode::CONFLICT,
-                D::Unusable { code: "expired", .. } => StatusCode::GONE,
+                D::Unusable {
+                    code: "expired", ..
+                } => StatusCode::GONE,
                 D::Unusable { .. } => StatusCode::CONFLICT,
             },
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -177,17 +177,21 @@ impl Service {
     }
 
     /// An action request the caller may see, with its attestation when the caller is its
-    /// requester and the approval is usable now.
-    pub async fn get_action(&self, caller: &Caller, id: &str) -> Result<ActionView, ServiceError> {
+    /// requester and the approval is usable now. `issuer` is the server's public URL.
+    pub async fn get_action(
+        &self,
+        caller: &Caller,
+        id: &str,
+        issuer: &str,
+    ) -> Result<ActionView, ServiceError> {
         let r = self.get(caller, id).await?;
         if r.action.is_none() {
             return Err(ServiceError::NotFound(format!(
                 "`{id}` is an access request, not an action request"
             )));
         }
-        let attestation = if r.requester.id == caller.principal.id && r.action_usable_at(now_ms())
-        {
-            Some(self.sign_attestation(&r).await?)
+        let attestation = if r.requester.id == caller.principal.id && r.action_usable_at(now_ms()) {
+            Some(self.sign_attestation(&r, issuer).await?)
         } else {
             None
         };
@@ -197,12 +201,12 @@ impl Service {
         })
     }
 
-    async fn sign_attestation(&self, r: &Request) -> Result<String, ServiceError> {
+    async fn sign_attestation(&self, r: &Request, issuer: &str) -> Result<String, ServiceError> {
         let policy = self.policy();
         let att = policy.attestor().ok_or_else(|| {
             ServiceError::Unavailable("no attestation signing key is configured".into())
         })?;
-        let claims = crate::attest::claims(r, policy.config.server.public_url.as_str())
+        let claims = crate::attest::claims(r, issuer)
             .ok_or_else(|| ServiceError::NotFound("this action is not approved".into()))?;
         let until = r.action.as_ref().and_then(|a| a.valid_until).unwrap_or(0);
         let key = att.current();
@@ -241,10 +245,7 @@ impl Service {
                 ),
             });
         }
-        let actor = by.map_or_else(
-            || format!("attestation:{id}"),
-            |c| c.principal.actor(),
-        );
+        let actor = by.map_or_else(|| format!("attestation:{id}"), |c| c.principal.actor());
         for _ in 0..CAS_ATTEMPTS {
             let r = self
                 .inner
@@ -262,10 +263,13 @@ impl Service {
             }
             if let Some(given) = &parameters {
                 let canonical = match policy.action(&r.entitlement) {
-                    Some(k) => canonical_parameters(&r.entitlement, &k.parameters, given)
-                        .map_err(|e| ServiceError::DigestMismatch(format!(
-                            "the parameters are not the approved ones: {e}"
-                        )))?,
+                    Some(k) => {
+                        canonical_parameters(&r.entitlement, &k.parameters, given).map_err(|e| {
+                            ServiceError::DigestMismatch(format!(
+                                "the parameters are not the approved ones: {e}"
+                            ))
+                        })?
+                    }
                     None => given.clone(),
                 };
                 let d = digest(&canonical);

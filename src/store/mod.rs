@@ -363,7 +363,6 @@ pub trait NotifyStore: Send + Sync {
     /// Keep a message in the dev-mode outbox.
     async fn put_outbox(&self, m: &OutboxMessage) -> Result<(), StoreError>;
 
-
     /// The dev-mode outbox, newest first.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
 

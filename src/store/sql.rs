@@ -824,17 +824,17 @@ impl Store for SqlStore {
         &self,
         now: Millis,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, jwk FROM attestation_keys WHERE not_after > $1 ORDER BY kid",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT kid, jwk FROM attestation_keys WHERE not_after > $1 ORDER BY kid")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|r| {
                 let kid: String = r.try_get("kid")?;
                 let jwk: String = r.try_get("jwk")?;
-                let jwk = serde_json::from_str(&jwk).map_err(|e| corrupt("attestation_keys.jwk", e))?;
+                let jwk =
+                    serde_json::from_str(&jwk).map_err(|e| corrupt("attestation_keys.jwk", e))?;
                 Ok((kid, jwk))
             })
             .collect()

@@ -69,6 +69,44 @@ impl OidcProvider {
     /// Start a provider whose one client may redirect to `redirect_uris`; `None` (skip) when
     /// Node or the npm packages are missing.
     pub async fn start(redirect_uris: &[String]) -> Option<OidcProvider> {
+        Self::start_with(redirect_uris, &[], "").await
+    }
+
+    /// A provider that also serves pipelines: each of `subjects` is a client whose
+    /// client-credentials tokens are RS256 JWTs with that `sub` and `aud = audience` (see
+    /// [`OidcProvider::workload_token`]).
+    pub async fn with_workloads(subjects: &[&str], audience: &str) -> Option<OidcProvider> {
+        Self::start_with(&["http://127.0.0.1:9/cb".to_owned()], subjects, audience).await
+    }
+
+    /// A workload token for `subject`, from the provider's token endpoint.
+    pub async fn workload_token(&self, subject: &str) -> String {
+        let res = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "deploy"),
+                ("client_id", subject),
+                ("client_secret", &self.client_secret),
+            ])
+            .send()
+            .await
+            .expect("token endpoint");
+        let status = res.status();
+        let v: serde_json::Value = res.json().await.expect("token JSON");
+        assert!(
+            status.is_success(),
+            "token endpoint answered {status}: {v}\n{}",
+            self.log()
+        );
+        v["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    async fn start_with(
+        redirect_uris: &[String],
+        workloads: &[&str],
+        audience: &str,
+    ) -> Option<OidcProvider> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         let Some(node) = which("node") else {
             return missing("`node` is not installed (Node 20 or later)");
@@ -95,6 +133,9 @@ impl OidcProvider {
             .env("OIDC_CLIENT_ID", &client_id)
             .env("OIDC_CLIENT_SECRET", &client_secret)
             .env("OIDC_REDIRECT_URIS", redirect_uris.join(","))
+            .env("OIDC_WORKLOAD_CLIENTS", workloads.join(","))
+            .env("OIDC_WORKLOAD_AUDIENCE", audience)
+            .env("OIDC_WORKLOAD_SECRET", &client_secret)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -1,5 +1,6 @@
 //! One integration-test binary; a module per suite.
 
+mod actions;
 mod aws;
 mod azure;
 mod azure_fake;
