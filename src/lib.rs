@@ -48,6 +48,14 @@
 //!   rejected token, `PrincipalNotFound` waited out; names derived from the request so retries
 //!   are idempotent. `plugins/azure-rbac/src/ids.rs` (scopes, GUIDs, role ids) is shared by the
 //!   plugin and the host.
+//! - Action approvals: an action request is a [`domain::Request`] with
+//!   [`domain::ActionDetails`] (kind, canonical parameters and their digest, the pipeline's
+//!   workload identity); `domain/action.rs` checks parameters against the kind's schema. It has
+//!   no connector: approval makes it usable at once until `valid_until`, consuming ends it.
+//!   [`workload`] verifies pipelines' OIDC workload tokens against their issuer's JWKS
+//!   (jsonwebtoken); [`attest`] signs attestations (Ed25519 with ring, built by hand so the
+//!   tests' verifier is independent) and serves the JWKS; `service/actions.rs` files, signs and
+//!   consumes them.
 //! - [`config`]: the policy file (TOML), checked with precise, located messages;
 //!   [`policy`]: the configuration with its plugins loaded and every entitlement's settings
 //!   validated by its plugins. Rebuilt on SIGHUP; a failed rebuild keeps the old one.
@@ -97,6 +105,16 @@
 //!   targets only what that request created: the `azure` capability derives the names of its
 //!   schedule requests and role assignments from the request, and never removes an assignment
 //!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`).
+//! - **An approval is for one action, once.** An attestation names the action kind (its
+//!   `aud`), the digest of the exact parameters and the request (`jti`); consuming it is a
+//!   compare-and-set transition, so of two consumers exactly one succeeds, and parameters that
+//!   differ from the digest are refused before anything is written. Attestations are never
+//!   stored (Ed25519 is deterministic: they are signed again on fetch), and every key that
+//!   signed one stays published until that token has expired.
+//! - **Pipelines prove who they are.** A workload token counts only with a signature from its
+//!   issuer's published keys (asymmetric algorithms only), the rule's audience, an unexpired
+//!   `exp` and a subject the action kind's pattern admits; its wait token reads that one
+//!   request and nothing else.
 //! - **The CLI is a client.** Apart from server administration commands that read the database
 //!   directly (`audit`, `token create`), it talks to a server only through the JSON API.
 

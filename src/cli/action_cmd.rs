@@ -312,7 +312,7 @@ async fn request(conn: &Conn, a: RequestArgs) -> u8 {
             Err(e) if e.status == 0 || e.status >= 500 => {
                 // A blip (server restart, network): keep waiting, say so once in a while.
                 failures += 1;
-                if failures == 1 || failures % 15 == 0 {
+                if failures == 1 || failures.is_multiple_of(15) {
                     eprintln!("cannot check the request ({e}); retrying");
                 }
             }

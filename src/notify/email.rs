@@ -296,13 +296,14 @@ impl Mailer {
         };
         let view = MailView {
             heading: one_line(&heading),
-            intro,
+            intro: one_line(&intro),
             greeting: m
                 .recipient
                 .map(|p| p.name.clone().unwrap_or_else(|| p.id.clone()))
                 .map_or_else(|| "Hello,".to_owned(), |n| format!("Hello {n},")),
             entitlement: ent.clone(),
-            requester: requester.clone(),
+            // One line too: a display name from the identity provider cannot forge lines.
+            requester: one_line(&requester),
             duration: format_duration(r.duration_secs),
             // One line: a requester cannot forge extra "Approve:" lines in the text part.
             justification: one_line(&r.justification),
@@ -429,6 +430,55 @@ mod tests {
             action: None,
             version: 1,
         }
+    }
+
+    /// A review mail for an action shows every parameter, exactly, in both parts; hostile
+    /// values stay inert and on one line.
+    #[test]
+    fn action_review_shows_the_exact_parameters() {
+        let m = Mailer::new().expect("templates");
+        let mut r = request();
+        r.grant = None;
+        r.entitlement = "deploy/production".into();
+        let mut params = serde_json::Map::new();
+        params.insert("version".into(), serde_json::json!("v1.4.2"));
+        params.insert("replicas".into(), serde_json::json!(3));
+        params.insert("note".into(), serde_json::json!(EVIL));
+        r.action = Some(crate::domain::ActionDetails {
+            digest: crate::domain::digest(&params),
+            parameters: params,
+            workload: None,
+            approved_at: None,
+            valid_until: None,
+            consumed_at: None,
+            consumed_by: None,
+        });
+        let links = ReviewLinks {
+            approve: "http://sp/link/a".into(),
+            deny: "http://sp/link/d".into(),
+        };
+        let out = m
+            .render(&MailInput {
+                topic: "review_needed",
+                request: &r,
+                recipient: None,
+                deep_link: "http://sp/requests/r1".into(),
+                review_links: Some(&links),
+                link_only: false,
+                expiring_lead_secs: 900,
+            })
+            .expect("renders");
+        assert!(out.text.contains("    version = v1.4.2\n"), "{}", out.text);
+        assert!(out.text.contains("    replicas = 3\n"), "{}", out.text);
+        assert!(
+            out.text
+                .contains("asks approval to run deploy/production once"),
+            "{}",
+            out.text
+        );
+        assert!(!out.text.contains("\r\nBcc"), "{}", out.text);
+        assert!(out.html.contains("<code>v1.4.2</code>"), "{}", out.html);
+        assert!(!out.html.contains("<script>"), "{}", out.html);
     }
 
     /// Every topic renders both parts; hostile text is escaped in HTML and never breaks the
