@@ -134,6 +134,8 @@ struct RawParam {
 struct RawAttestation {
     #[serde(default)]
     signing_keys: Vec<PathBuf>,
+    #[serde(default)]
+    withdrawn_keys: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -667,6 +669,8 @@ pub struct AttestationConfig {
     /// PKCS#8 Ed25519 private keys (PEM), the first signs. Keys removed from the list stay
     /// published until the last token they signed has expired.
     pub signing_keys: Vec<PathBuf>,
+    /// Key ids never to publish or accept again (a compromised key), whatever they signed.
+    pub withdrawn_keys: Vec<String>,
 }
 
 /// The whole configuration, checked.
@@ -1627,6 +1631,7 @@ impl Config {
                 .iter()
                 .map(|k| base.join(k))
                 .collect(),
+            withdrawn_keys: raw.attestation.withdrawn_keys,
         };
 
         if !p.is_empty() {

@@ -195,7 +195,25 @@ impl Policy {
             None
         } else {
             match Attestor::load(&config.attestation.signing_keys) {
-                Ok(a) => Some(Arc::new(a)),
+                Ok(a) => {
+                    for k in a.keys() {
+                        if config
+                            .attestation
+                            .withdrawn_keys
+                            .iter()
+                            .any(|w| w == k.kid())
+                        {
+                            problems.push(Problem {
+                                path: "attestation.withdrawn_keys".into(),
+                                message: format!(
+                                    "key {} is withdrawn but still listed in signing_keys",
+                                    k.kid()
+                                ),
+                            });
+                        }
+                    }
+                    Some(Arc::new(a))
+                }
                 Err(p) => {
                     problems.push(p);
                     None

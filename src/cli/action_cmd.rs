@@ -172,13 +172,16 @@ fn progress_line(v: &Value) -> String {
     }
 }
 
-fn finish(v: &Value, output: Output, waited: bool) -> u8 {
+fn finish(v: &Value, output: Output) -> u8 {
     let state = v["state"].as_str().unwrap_or("");
+    let has_attestation = v["attestation"].as_str().is_some_and(|a| !a.is_empty());
     let code = match state {
-        "active" => code::APPROVED,
+        // Approved means an attestation in hand, nothing less (`cmd && deploy` must be safe).
+        "active" if has_attestation => code::APPROVED,
+        "active" => code::ERROR,
         "denied" | "cancelled" | "revoked" | "ended" | "expired" => code::DENIED,
-        "timed_out" => code::TIMED_OUT,
-        "pending" if !waited => code::APPROVED,
+        // Filed without --wait: not approved (yet), like a wait that ran out at once.
+        "timed_out" | "pending" => code::TIMED_OUT,
         _ => code::ERROR,
     };
     match output {
@@ -194,6 +197,10 @@ fn finish(v: &Value, output: Output, waited: bool) -> u8 {
             })
         ),
         Output::Text => match state {
+            "active" if !has_attestation => eprintln!(
+                "approved, but its attestation is no longer usable (expired or not yours): {}",
+                v["id"].as_str().unwrap_or("")
+            ),
             "active" => {
                 eprintln!(
                     "approved: {} {} (valid until {})",
@@ -261,7 +268,7 @@ async fn request(conn: &Conn, a: RequestArgs) -> u8 {
     };
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     if !a.wait || created["state"] != "pending" {
-        return finish(&created, output, a.wait);
+        return finish(&created, output);
     }
     // A pipeline polls with its wait token: its workload token may expire first.
     let poller = match created["wait_token"].as_str() {
@@ -295,7 +302,7 @@ async fn request(conn: &Conn, a: RequestArgs) -> u8 {
             Ok(v) => {
                 failures = 0;
                 if v["state"] != "pending" {
-                    return finish(&v, output, true);
+                    return finish(&v, output);
                 }
                 let line = progress_line(&v);
                 if line != last_line || last_print.elapsed() >= HEARTBEAT {
@@ -312,12 +319,22 @@ async fn request(conn: &Conn, a: RequestArgs) -> u8 {
             Err(e) if e.status == 0 || e.status >= 500 => {
                 // A blip (server restart, network): keep waiting, say so once in a while.
                 failures += 1;
+                // A server that keeps failing is an error, not "no decision".
+                if e.status >= 500 && failures >= 10 {
+                    return api_error(output, &e);
+                }
                 if failures == 1 || failures.is_multiple_of(15) {
                     eprintln!("cannot check the request ({e}); retrying");
                 }
             }
             Err(e) => return api_error(output, &e),
         }
+    }
+    // One last look at the deadline: a decision that just came in counts.
+    if let Ok(v) = poller.get(&format!("/api/v1/actions/{}", seg(&id))).await
+        && v["state"] != "pending"
+    {
+        return finish(&v, output);
     }
     match output {
         Output::Text => eprintln!(
@@ -352,13 +369,12 @@ async fn consume(
     } else {
         attestation.trim().to_owned()
     };
-    let mut body = json!({ "attestation": attestation });
-    if !params.is_empty() {
-        match parse_params(params) {
-            Ok(p) => body["parameters"] = Value::Object(p),
-            Err(e) => return error(output, code::ERROR, &e),
-        }
-    }
+    // Always the parameters about to run (none for a kind without parameters): the server
+    // checks them against the approved digest.
+    let body = match parse_params(params) {
+        Ok(p) => json!({ "attestation": attestation, "parameters": p }),
+        Err(e) => return error(output, code::ERROR, &e),
+    };
     // The attestation is the credential; a stored login, if any, names who consumed it.
     let client = match conn.client() {
         Ok(c) => c,
@@ -378,7 +394,8 @@ async fn consume(
         Err(e) => {
             api_error(output, &e);
             match e.code.as_str() {
-                "already_consumed" | "expired" | "not_usable" | "digest_mismatch" => code::DENIED,
+                "already_consumed" | "expired" | "not_usable" | "digest_mismatch"
+                | "unauthenticated" | "invalid_input" => code::DENIED,
                 _ => code::ERROR,
             }
         }

@@ -26,6 +26,17 @@ pub const MAX_PARAMS: usize = 32;
 /// Longest string parameter value.
 pub const MAX_PARAM_LEN: usize = 1024;
 
+/// Largest integer parameter (in absolute value): 2^53 - 1, so every JSON implementation (and
+/// RFC 8785) reads it exactly.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Characters that render as nothing or reorder text: an approver must see what will run.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// A parameter's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,9 +136,9 @@ pub fn canonical_parameters(
                         "`{name}` is longer than {MAX_PARAM_LEN} characters"
                     )));
                 }
-                if s.chars().any(char::is_control) {
+                if s.chars().any(|c| c.is_control() || invisible(c)) {
                     return Err(invalid(format!(
-                        "`{name}` must not contain control characters"
+                        "`{name}` must not contain control, bidirectional or invisible characters"
                     )));
                 }
                 if let Some(re) = &spec.pattern
@@ -141,10 +152,14 @@ pub fn canonical_parameters(
                 }
                 Value::String(s.clone())
             }
-            (ParamType::Integer, Value::Number(n)) => Value::from(n.as_i64().ok_or_else(wrong)?),
+            (ParamType::Integer, Value::Number(n)) => Value::from(
+                n.as_i64()
+                    .filter(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER)
+                    .ok_or_else(wrong)?,
+            ),
             (ParamType::Integer, Value::String(s)) => {
                 let n: i64 = s.parse().map_err(|_| wrong())?;
-                if n.to_string() != *s {
+                if n.to_string() != *s || n.unsigned_abs() > MAX_SAFE_INTEGER {
                     return Err(wrong());
                 }
                 Value::from(n)
@@ -339,7 +354,12 @@ mod tests {
                 "has no parameter `colour`",
             ),
             (json!({"version": 7}), "must be a string"),
-            (json!({"version": "v1.2.3\n"}), "control characters"),
+            (json!({"version": "v1.2.3\n"}), "control"),
+            (json!({"version": "v1.2.3\u{202e}"}), "bidirectional"),
+            (
+                json!({"version": "v1.2.3", "replicas": 9_007_199_254_740_992_i64}),
+                "must be an integer",
+            ),
         ] {
             let e = canonical_parameters("deploy/prod", &s, &obj(given.clone()))
                 .expect_err(&given.to_string());

@@ -1180,7 +1180,8 @@ impl Request {
                 summary,
                 plugin,
             } => {
-                let late = self.state == State::Revoked && self.grant.is_none();
+                let late =
+                    self.state == State::Revoked && self.grant.is_none() && self.action.is_none();
                 if self.state != State::Provisioning && !late {
                     return Err(illegal(&Action::Provisioned {
                         activated_at,
@@ -1274,7 +1275,8 @@ impl Request {
                 }
             }
             Action::ProvisionFailed { error } => {
-                let revoked_meanwhile = self.state == State::Revoked && self.grant.is_none();
+                let revoked_meanwhile =
+                    self.state == State::Revoked && self.grant.is_none() && self.action.is_none();
                 if self.state != State::Provisioning && !revoked_meanwhile {
                     return Err(illegal(&Action::ProvisionFailed { error }));
                 }

@@ -139,7 +139,7 @@ async fn create_action(
         .await?;
     let view = st
         .service
-        .get_action(&caller, &r.id, st.web.public_url.as_str())
+        .get_action(&caller, &r.id, st.web.public_url.as_str(), pipeline)
         .await?;
     let mut out = views::action(&view, &caller, now_ms());
     if pipeline {
@@ -156,13 +156,13 @@ async fn get_action(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let token = bearer(&headers)?;
-    let caller = match st.service.authenticate(token).await {
-        Ok(c) => c,
-        Err(_) => st.service.authenticate_wait(token, &id).await?,
+    let (caller, pipeline) = match st.service.authenticate(token).await {
+        Ok(c) => (c, false),
+        Err(_) => (st.service.authenticate_wait(token, &id).await?, true),
     };
     let view = st
         .service
-        .get_action(&caller, &id, st.web.public_url.as_str())
+        .get_action(&caller, &id, st.web.public_url.as_str(), pipeline)
         .await?;
     Ok(Json(views::action(&view, &caller, now_ms())))
 }
@@ -171,7 +171,8 @@ async fn get_action(
 #[serde(deny_unknown_fields)]
 struct ConsumeBody {
     attestation: String,
-    parameters: Option<serde_json::Map<String, Value>>,
+    /// Required: the parameters about to be acted on (`{}` for a kind without any).
+    parameters: serde_json::Map<String, Value>,
 }
 
 /// Use an approval once. The attestation itself is the credential; an API token, when sent,
@@ -183,9 +184,11 @@ async fn consume_action(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConsumeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(_) => Some(st.service.authenticate(bearer(&headers)?).await?),
+    // Optional: a valid API token names who consumed it; anything else is ignored (the
+    // attestation is the credential).
+    let by = match bearer(&headers) {
+        Ok(t) => st.service.authenticate(t).await.ok(),
+        Err(_) => None,
     };
     let r = st
         .service

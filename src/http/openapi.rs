@@ -224,11 +224,11 @@ pub fn document() -> Value {
                 "responses": with_errors(json!({ "200": ok("The action request", request_ref()) }), &[401, 404])
             } },
             "/api/v1/actions/{id}/consume": { "post": {
-                "summary": "Use an approval once: the attestation is the credential; with `parameters`, they must be the approved ones. The second consume fails",
+                "summary": "Use an approval once: the attestation is the credential; `parameters` (required) must be the approved ones. The second consume fails",
                 "security": [],
                 "parameters": [id_param()],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                    "type": "object", "required": ["attestation"], "additionalProperties": false,
+                    "type": "object", "required": ["attestation", "parameters"], "additionalProperties": false,
                     "properties": { "attestation": { "type": "string" }, "parameters": { "type": "object" } }
                 } } } },
                 "responses": with_errors(json!({ "200": ok("Consumed", json!({ "type": "object" })) }), &[400, 401, 404, 409, 410, 422])

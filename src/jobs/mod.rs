@@ -216,7 +216,12 @@ async fn simple(
             },
             Err(DomainError::NotDue) => {
                 let due = match job.kind {
-                    JobKind::Expire => r.grant.as_ref().map_or(now, |g| g.expires_at),
+                    JobKind::Expire => r
+                        .grant
+                        .as_ref()
+                        .map(|g| g.expires_at)
+                        .or_else(|| r.action.as_ref().and_then(|a| a.valid_until))
+                        .unwrap_or(now),
                     _ => r.pending_until,
                 };
                 service

@@ -183,6 +183,7 @@ impl Service {
         caller: &Caller,
         id: &str,
         issuer: &str,
+        pipeline: bool,
     ) -> Result<ActionView, ServiceError> {
         let r = self.get(caller, id).await?;
         if r.action.is_none() {
@@ -190,7 +191,13 @@ impl Service {
                 "`{id}` is an access request, not an action request"
             )));
         }
-        let attestation = if r.requester.id == caller.principal.id && r.action_usable_at(now_ms()) {
+        // Only to its requester, and a pipeline's only through its wait token (so no person
+        // whose id happens to look like a pipeline's can fetch it).
+        let own = r.requester.id == caller.principal.id
+            && r.action
+                .as_ref()
+                .is_some_and(|a| a.workload.is_some() == pipeline);
+        let attestation = if own && r.action_usable_at(now_ms()) {
             Some(self.sign_attestation(&r, issuer).await?)
         } else {
             None
@@ -224,7 +231,7 @@ impl Service {
         &self,
         id: &str,
         attestation: &str,
-        parameters: Option<Map<String, Value>>,
+        parameters: Map<String, Value>,
         by: Option<&Caller>,
         ctx: &WriteCtx,
     ) -> Result<Request, ServiceError> {
@@ -232,7 +239,17 @@ impl Service {
         let att = policy.attestor().ok_or_else(|| {
             ServiceError::Unavailable("no attestation signing key is configured".into())
         })?;
-        let retired = self.inner.store.attestation_keys(0).await?;
+        // Keys no longer configured count only until a day after the last token they signed
+        // expired (so an expired token is told it expired), and a withdrawn key never.
+        let withdrawn = &policy.config.attestation.withdrawn_keys;
+        let retired: Vec<(String, Value)> = self
+            .inner
+            .store
+            .attestation_keys(now_ms().saturating_sub(86_400_000))
+            .await?
+            .into_iter()
+            .filter(|(kid, _)| !withdrawn.contains(kid))
+            .collect();
         let claims = att
             .verify(attestation.trim(), &retired)
             .map_err(ServiceError::Unauthenticated)?;
@@ -261,25 +278,22 @@ impl Service {
                     "the attestation's digest is not the approved one".into(),
                 ));
             }
-            if let Some(given) = &parameters {
-                let canonical = match policy.action(&r.entitlement) {
-                    Some(k) => {
-                        canonical_parameters(&r.entitlement, &k.parameters, given).map_err(|e| {
-                            ServiceError::DigestMismatch(format!(
-                                "the parameters are not the approved ones: {e}"
-                            ))
-                        })?
-                    }
-                    None => given.clone(),
-                };
-                let d = digest(&canonical);
-                if d != a.digest {
-                    tracing::warn!(request = %id, approved = %a.digest, given = %d, "consume refused: parameters differ");
-                    return Err(ServiceError::DigestMismatch(format!(
-                        "the parameters are not the approved ones: approved {}, given {d}",
-                        a.digest
-                    )));
-                }
+            let canonical = match policy.action(&r.entitlement) {
+                Some(k) => canonical_parameters(&r.entitlement, &k.parameters, &parameters)
+                    .map_err(|e| {
+                        ServiceError::DigestMismatch(format!(
+                            "the parameters are not the approved ones: {e}"
+                        ))
+                    })?,
+                None => parameters.clone(),
+            };
+            let d = digest(&canonical);
+            if d != a.digest {
+                tracing::warn!(request = %id, approved = %a.digest, given = %d, "consume refused: parameters differ");
+                return Err(ServiceError::DigestMismatch(format!(
+                    "the parameters are not the approved ones: approved {}, given {d}",
+                    a.digest
+                )));
             }
             let now = now_ms();
             let t = r.apply(
@@ -315,7 +329,7 @@ impl Service {
             }
         }
         for (kid, jwk) in self.inner.store.attestation_keys(now_ms()).await? {
-            if !kids.contains(&kid) {
+            if !kids.contains(&kid) && !policy.config.attestation.withdrawn_keys.contains(&kid) {
                 kids.push(kid);
                 keys.push(jwk);
             }

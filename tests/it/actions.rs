@@ -243,7 +243,7 @@ async fn pipeline_flow_on(backend: Backend) {
     let id = pending_action(&s, "deploy/production").await;
     let (st, v) = s.get("root", &format!("/api/v1/requests/{id}")).await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["requester"]["id"], format!("pipeline:{MAIN}"));
+    assert_eq!(v["requester"]["id"], format!("pipeline:127.0.0.1:{MAIN}"));
     assert_eq!(
         v["action"]["parameters"],
         json!({ "replicas": 3, "service": "api", "version": "v1.4.2" })
@@ -289,7 +289,7 @@ async fn pipeline_flow_on(backend: Backend) {
     assert_eq!(claims["params_digest"], digest.as_str());
     assert_eq!(claims["action"], "deploy/production");
     assert_eq!(claims["jti"], id.as_str());
-    assert_eq!(claims["sub"], format!("pipeline:{MAIN}"));
+    assert_eq!(claims["sub"], format!("pipeline:127.0.0.1:{MAIN}"));
     assert_eq!(claims["requester"]["kind"], "pipeline");
     assert_eq!(claims["requester"]["subject"], MAIN);
     assert_eq!(claims["approvers"], json!(["bob"]));
@@ -298,6 +298,7 @@ async fn pipeline_flow_on(backend: Backend) {
     // For the wrong action it does not verify.
     assert!(verify(&s, &attestation, "db/migrate", 0).await.is_err());
 
+    let approved = json!({ "service": "api", "version": "v1.4.2", "replicas": 3 });
     // Other parameters than approved: refused, nothing changes.
     let (st, v) = consume(&s, &id, json!({ "attestation": attestation, "parameters": { "service": "api", "version": "v1.4.3", "replicas": 3 } })).await;
     assert_eq!(
@@ -312,7 +313,12 @@ async fn pipeline_flow_on(backend: Backend) {
         &json!({ "jti": id, "params_digest": digest, "exp": 4_000_000_000_i64 }).to_string(),
     );
     parts[1] = &other;
-    let (st, v) = consume(&s, &id, json!({ "attestation": parts.join(".") })).await;
+    let (st, v) = consume(
+        &s,
+        &id,
+        json!({ "attestation": parts.join("."), "parameters": approved }),
+    )
+    .await;
     assert_eq!(
         (st, v["code"].as_str()),
         (401, Some("unauthenticated")),
@@ -322,7 +328,12 @@ async fn pipeline_flow_on(backend: Backend) {
     // Consumed once, with the parameters about to run (strings as the CLI sends them work).
     let (st, v) = consume(&s, &id, json!({ "attestation": attestation, "parameters": { "service": "api", "version": "v1.4.2", "replicas": "3" } })).await;
     assert_eq!((st, v["state"].as_str()), (200, Some("ended")), "{v}");
-    let (st, v) = consume(&s, &id, json!({ "attestation": attestation })).await;
+    let (st, v) = consume(
+        &s,
+        &id,
+        json!({ "attestation": attestation, "parameters": approved }),
+    )
+    .await;
     assert_eq!(
         (st, v["code"].as_str()),
         (409, Some("already_consumed")),
@@ -335,6 +346,9 @@ async fn pipeline_flow_on(backend: Backend) {
             .contains("already consumed"),
         "{v}"
     );
+    // Parameters are required: nobody consumes blind.
+    let (st, _) = consume(&s, &id, json!({ "attestation": attestation })).await;
+    assert_eq!(st, 400);
 
     // Everything is in the audit chain.
     let (st, v) = s.get("root", &format!("/api/v1/audit?subject={id}")).await;
@@ -415,7 +429,10 @@ async fn refusals_change_nothing() {
     let (st, v) = post(feature, good.clone()).await;
     assert_eq!((st, v["code"].as_str()), (403, Some("forbidden")), "{v}");
     let msg = v["message"].as_str().unwrap_or("");
-    assert!(msg.contains(FEATURE) && msg.contains(MAIN), "{msg}");
+    assert!(
+        msg.contains(FEATURE) && !msg.contains(MAIN),
+        "allowed subjects stay private: {msg}"
+    );
 
     // Forged: the real token with another subject and its original signature.
     let main = oidc.workload_token(MAIN).await;
@@ -525,7 +542,7 @@ async fn refusals_change_nothing() {
     let (st, v) = s.approve("alice", &id).await;
     assert_eq!((st, v["code"].as_str()), (403, Some("self_review")), "{v}");
     // Without an attestation there is nothing to consume.
-    let (st, _) = consume(&s, &id, json!({ "attestation": "x.y.z" })).await;
+    let (st, _) = consume(&s, &id, json!({ "attestation": "x.y.z", "parameters": {} })).await;
     assert_eq!(st, 401);
     assert_eq!(s.state(&id).await["state"], "pending");
     s.stop().await;
@@ -598,7 +615,12 @@ async fn expiry_and_key_rotation() {
 
     // Both expire after 2 s: refused by the server and by the independent verifier.
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (st, v) = consume(&s, &id, json!({ "attestation": old })).await;
+    let (st, v) = consume(
+        &s,
+        &id,
+        json!({ "attestation": old, "parameters": { "migration": 42 } }),
+    )
+    .await;
     assert_eq!((st, v["code"].as_str()), (410, Some("expired")), "{v}");
     let err = verify(&s, &new, "db/migrate", 0)
         .await
