@@ -422,7 +422,19 @@ impl Service {
             &ent.rules,
             now,
         )?;
-        let (outcome, plugin) = self.evaluate(&policy, &created.request, now).await;
+        self.file(&policy, created, now, ctx).await
+    }
+
+    /// Ask the approval plugin about a request just created, and insert it with its events and
+    /// jobs: access and action requests alike.
+    async fn file(
+        &self,
+        policy: &Policy,
+        created: Transition,
+        now: Millis,
+        ctx: &WriteCtx,
+    ) -> Result<Request, ServiceError> {
+        let (outcome, plugin) = self.evaluate(policy, &created.request, now).await;
         let evaluated = created
             .request
             .apply(Action::Evaluated { outcome, plugin }, now)?;
@@ -437,6 +449,22 @@ impl Service {
         let mut r = t.request;
         r.version = 1;
         Ok(r)
+    }
+
+    /// Persist a transition with compare-and-set on the request's version: the request as
+    /// stored, or `None` when another writer came first (the caller reloads and retries).
+    async fn commit(&self, t: Transition, ctx: &WriteCtx) -> Result<Option<Request>, ServiceError> {
+        match self.inner.store.commit(&t, ctx, None).await {
+            Ok(()) => {
+                self.inner.metrics.transitions(&t);
+                self.wake(&t);
+                let mut out = t.request;
+                out.version += 1;
+                Ok(Some(out))
+            }
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// What the approval policy would answer to this request now, without filing it: who must
@@ -493,16 +521,8 @@ impl Service {
             let now = now_ms();
             let action = decide(&r)?;
             let t = r.apply(action, now)?;
-            match self.inner.store.commit(&t, ctx, None).await {
-                Ok(()) => {
-                    self.inner.metrics.transitions(&t);
-                    self.wake(&t);
-                    let mut out = t.request;
-                    out.version += 1;
-                    return Ok(out);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(out) = self.commit(t, ctx).await? {
+                return Ok(out);
             }
         }
         Err(ServiceError::Conflict)
@@ -544,16 +564,8 @@ impl Service {
                 .request
                 .apply(Action::Evaluated { outcome, plugin }, now)?;
             let t = reviewed.then(evaluated);
-            match self.inner.store.commit(&t, ctx, None).await {
-                Ok(()) => {
-                    self.inner.metrics.transitions(&t);
-                    self.wake(&t);
-                    let mut out = t.request;
-                    out.version += 1;
-                    return Ok(out);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(out) = self.commit(t, ctx).await? {
+                return Ok(out);
             }
         }
         Err(ServiceError::Conflict)
@@ -750,24 +762,12 @@ impl Service {
         token: &str,
         scope: TokenScope,
     ) -> Result<Caller, ServiceError> {
-        let bad = || {
+        let rec = self.live_token(token, scope).await?.ok_or_else(|| {
             ServiceError::Unauthenticated(
                 "invalid or expired token; sign in again (`sallyport login`)".into(),
             )
-        };
-        if !token.starts_with("spt_") || token.len() > 200 {
-            return Err(bad());
-        }
-        let rec = self
-            .inner
-            .store
-            .find_token(&token_hash(token))
-            .await?
-            .ok_or_else(bad)?;
+        })?;
         let now = now_ms();
-        if rec.revoked_at.is_some() || now >= rec.expires_at || rec.scope != scope {
-            return Err(bad());
-        }
         let policy = self.policy();
         // Directory users get their current groups; others keep what they had at sign-in.
         let principal = policy
@@ -784,6 +784,25 @@ impl Service {
             roles,
             token_id: Some(rec.id),
         })
+    }
+
+    /// The record of a token of `scope` that is well-formed, known, unrevoked and unexpired.
+    async fn live_token(
+        &self,
+        token: &str,
+        scope: TokenScope,
+    ) -> Result<Option<TokenRecord>, ServiceError> {
+        if !token.starts_with("spt_") || token.len() > 200 {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .store
+            .find_token(&token_hash(token))
+            .await?
+            .filter(|rec| {
+                rec.revoked_at.is_none() && now_ms() < rec.expires_at && rec.scope == scope
+            }))
     }
 
     /// Revoke a token of the caller's (admins: anyone's).

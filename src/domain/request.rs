@@ -1377,30 +1377,6 @@ impl Request {
                 let reason = clean_text("reason", &reason, MAX_COMMENT)?;
                 next.state = State::Revoked;
                 next.reason = Some(reason.clone());
-                if self.action.is_some() {
-                    // Nothing was granted: the attestation dies with the approval (consume
-                    // refuses it from now on).
-                    event(
-                        &next,
-                        &by.principal.actor(),
-                        "request.revoked",
-                        by.channel,
-                        None,
-                        json!({ "reason": reason }),
-                    );
-                    return Ok(Transition {
-                        request: next,
-                        events,
-                        jobs,
-                    });
-                }
-                next.revocation = Some(Revocation {
-                    reason: RevokeReason::Revoked,
-                    requested_at: now,
-                    attempts: 0,
-                    last_error: None,
-                    done_at: None,
-                });
                 event(
                     &next,
                     &by.principal.actor(),
@@ -1409,11 +1385,22 @@ impl Request {
                     None,
                     json!({ "reason": reason }),
                 );
-                jobs.push(JobSpec {
-                    kind: JobKind::Revoke,
-                    request_id: self.id.clone(),
-                    run_at: now,
-                });
+                // An action granted nothing: its attestation dies with the approval (consume
+                // refuses it from now on), and there is nothing for a connector to take back.
+                if self.action.is_none() {
+                    next.revocation = Some(Revocation {
+                        reason: RevokeReason::Revoked,
+                        requested_at: now,
+                        attempts: 0,
+                        last_error: None,
+                        done_at: None,
+                    });
+                    jobs.push(JobSpec {
+                        kind: JobKind::Revoke,
+                        request_id: self.id.clone(),
+                        run_at: now,
+                    });
+                }
             }
             Action::End(by) => {
                 if self.state != State::Active {
@@ -1427,6 +1414,7 @@ impl Request {
                 }
                 next.state = State::Ended;
                 if self.action.is_some() {
+                    // Withdrawn before use: nothing was granted, nothing to take back.
                     next.reason = Some(format!("withdrawn by {} before use", by.principal.id));
                     event(
                         &next,
@@ -1436,33 +1424,29 @@ impl Request {
                         None,
                         json!({}),
                     );
-                    return Ok(Transition {
-                        request: next,
-                        events,
-                        jobs,
+                } else {
+                    next.reason = Some(format!("ended early by {}", by.principal.id));
+                    next.revocation = Some(Revocation {
+                        reason: RevokeReason::Ended,
+                        requested_at: now,
+                        attempts: 0,
+                        last_error: None,
+                        done_at: None,
+                    });
+                    event(
+                        &next,
+                        &by.principal.actor(),
+                        "grant.ended",
+                        by.channel,
+                        None,
+                        json!({}),
+                    );
+                    jobs.push(JobSpec {
+                        kind: JobKind::Revoke,
+                        request_id: self.id.clone(),
+                        run_at: now,
                     });
                 }
-                next.reason = Some(format!("ended early by {}", by.principal.id));
-                next.revocation = Some(Revocation {
-                    reason: RevokeReason::Ended,
-                    requested_at: now,
-                    attempts: 0,
-                    last_error: None,
-                    done_at: None,
-                });
-                event(
-                    &next,
-                    &by.principal.actor(),
-                    "grant.ended",
-                    by.channel,
-                    None,
-                    json!({}),
-                );
-                jobs.push(JobSpec {
-                    kind: JobKind::Revoke,
-                    request_id: self.id.clone(),
-                    run_at: now,
-                });
             }
             Action::RevokeSucceeded => {
                 let Some(rev) = next.revocation.as_mut().filter(|r| r.done_at.is_none()) else {

@@ -3,12 +3,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{CAS_ATTEMPTS, Caller, Service, ServiceError, now_ms, token_hash};
+use super::{CAS_ATTEMPTS, Caller, Service, ServiceError, now_ms};
 use crate::domain::{
-    Action, ActionDetails, Channel, NewRequest, Request, State, Workload, canonical_parameters,
-    digest,
+    Action, ActionDetails, Channel, NewRequest, Request, Workload, canonical_parameters, digest,
 };
-use crate::store::{StoreError, TokenScope, WriteCtx};
+use crate::store::{TokenScope, WriteCtx};
 use crate::workload::WorkloadError;
 
 /// What a requester (person or pipeline) asks.
@@ -108,20 +107,7 @@ impl Service {
             &rules,
             now,
         )?;
-        let (outcome, plugin) = self.evaluate(&policy, &created.request, now).await;
-        let evaluated = created
-            .request
-            .apply(Action::Evaluated { outcome, plugin }, now)?;
-        let mut t = created.then(evaluated);
-        if t.request.state != State::Pending {
-            t.jobs.retain(|j| j.kind != crate::domain::JobKind::Timeout);
-        }
-        self.inner.store.insert_request(&t, ctx).await?;
-        self.inner.metrics.transitions(&t);
-        self.wake(&t);
-        let mut r = t.request;
-        r.version = 1;
-        Ok(r)
+        self.file(&policy, created, now, ctx).await
     }
 
     /// A token that lets the pipeline read this one request until it can no longer be used
@@ -150,25 +136,15 @@ impl Service {
 
     /// The caller behind a wait token, if it is for request `id`.
     pub async fn authenticate_wait(&self, token: &str, id: &str) -> Result<Caller, ServiceError> {
-        let bad = || {
-            ServiceError::Unauthenticated("invalid or expired token for this action request".into())
-        };
-        if !token.starts_with("spt_") || token.len() > 200 {
-            return Err(bad());
-        }
         let rec = self
-            .inner
-            .store
-            .find_token(&token_hash(token))
+            .live_token(token, TokenScope::Action)
             .await?
-            .ok_or_else(bad)?;
-        if rec.scope != TokenScope::Action
-            || rec.name != id
-            || rec.revoked_at.is_some()
-            || now_ms() >= rec.expires_at
-        {
-            return Err(bad());
-        }
+            .filter(|rec| rec.name == id)
+            .ok_or_else(|| {
+                ServiceError::Unauthenticated(
+                    "invalid or expired token for this action request".into(),
+                )
+            })?;
         Ok(Caller {
             principal: rec.principal,
             roles: Default::default(),
@@ -303,15 +279,8 @@ impl Service {
                 },
                 now,
             )?;
-            match self.inner.store.commit(&t, ctx, None).await {
-                Ok(()) => {
-                    self.inner.metrics.transitions(&t);
-                    let mut out = t.request;
-                    out.version += 1;
-                    return Ok(out);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(out) = self.commit(t, ctx).await? {
+                return Ok(out);
             }
         }
         Err(ServiceError::Conflict)
