@@ -239,6 +239,12 @@ impl WorkloadVerifier {
                 None => None,
             }
         };
+        let no_key = || {
+            WorkloadError::Invalid(format!(
+                "`{issuer}` publishes no key `{}`",
+                kid.unwrap_or("(none named)")
+            ))
+        };
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache
@@ -247,12 +253,7 @@ impl WorkloadVerifier {
         };
         match cached {
             Some((age, Some(key))) if age < JWKS_TTL => return Ok(key),
-            Some((age, None)) if age < REFETCH_GAP => {
-                return Err(WorkloadError::Invalid(format!(
-                    "`{issuer}` publishes no key `{}`",
-                    kid.unwrap_or("(none named)")
-                )));
-            }
+            Some((age, None)) if age < REFETCH_GAP => return Err(no_key()),
             _ => {}
         }
         let set = self.fetch_jwks(issuer).await?;
@@ -264,12 +265,7 @@ impl WorkloadVerifier {
                 keys: set,
             },
         );
-        key.ok_or_else(|| {
-            WorkloadError::Invalid(format!(
-                "`{issuer}` publishes no key `{}`",
-                kid.unwrap_or("(none named)")
-            ))
-        })
+        key.ok_or_else(no_key)
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, WorkloadError> {

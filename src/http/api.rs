@@ -71,20 +71,12 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(jwks))
 }
 
-/// The bearer token of a request, if it sent one.
+/// The bearer token of an action request: an API token or a workload token.
 fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
-    let auth = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthenticated(
-            "send `Authorization: Bearer <token>`: an API token, or a pipeline's OIDC workload token",
-        )
-    })?;
-    auth.to_str()
-        .ok()
-        .and_then(|s| s.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
-        })
+    super::bearer(
+        headers,
+        "send `Authorization: Bearer <token>`: an API token, or a pipeline's OIDC workload token",
+    )
 }
 
 async fn action_kinds(State(st): State<AppState>, caller: Caller) -> Json<Value> {
@@ -139,11 +131,11 @@ async fn create_action(
         .await?;
     let view = st
         .service
-        .get_action(&caller, &r.id, st.web.public_url.as_str(), pipeline)
+        .action_view(&caller, r, st.web.public_url.as_str(), pipeline)
         .await?;
     let mut out = views::action(&view, &caller, now_ms());
     if pipeline {
-        out["wait_token"] = json!(st.service.issue_wait_token(&r, &ctx).await?);
+        out["wait_token"] = json!(st.service.issue_wait_token(&view.request, &ctx).await?);
     }
     Ok((StatusCode::CREATED, Json(out)))
 }

@@ -121,21 +121,29 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(auth) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::unauthenticated(
-                "sign in first: send `Authorization: Bearer <token>` (`sallyport login` stores one)",
-            ));
-        };
-        let token = auth
-            .to_str()
-            .ok()
-            .and_then(|s| s.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
-            })?;
+        let token = bearer(
+            &parts.headers,
+            "sign in first: send `Authorization: Bearer <token>` (`sallyport login` stores one)",
+        )?;
         Ok(state.service.authenticate(token).await?)
     }
+}
+
+/// The token of an `Authorization: Bearer` header; `missing` is the message when there is none.
+pub(crate) fn bearer<'h>(
+    headers: &'h axum::http::HeaderMap,
+    missing: &str,
+) -> Result<&'h str, ApiError> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthenticated(missing))?;
+    auth.to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })
 }
 
 impl FromRequestParts<AppState> for crate::store::WriteCtx {

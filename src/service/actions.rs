@@ -167,6 +167,18 @@ impl Service {
                 "`{id}` is an access request, not an action request"
             )));
         }
+        self.action_view(caller, r, issuer, pipeline).await
+    }
+
+    /// An action request as `caller` sees it: with its attestation when the caller is its
+    /// requester and the approval is usable now.
+    pub async fn action_view(
+        &self,
+        caller: &Caller,
+        r: Request,
+        issuer: &str,
+        pipeline: bool,
+    ) -> Result<ActionView, ServiceError> {
         // Only to its requester, and a pipeline's only through its wait token (so no person
         // whose id happens to look like a pipeline's can fetch it).
         let own = r.requester.id == caller.principal.id
