@@ -545,6 +545,40 @@ async fn refusals_change_nothing() {
     let (st, _) = consume(&s, &id, json!({ "attestation": "x.y.z", "parameters": {} })).await;
     assert_eq!(st, 401);
     assert_eq!(s.state(&id).await["state"], "pending");
+
+    // A pipeline's wait token reads its own request and nothing else.
+    let (st, v) = post(main.clone(), good.clone()).await;
+    assert_eq!(st, 201, "{v}");
+    let (pid, wait) = (
+        v["id"].as_str().expect("id").to_owned(),
+        v["wait_token"].as_str().expect("wait token").to_owned(),
+    );
+    let get = |path: String| {
+        let (s, wait) = (&s, wait.clone());
+        async move { raw(s, Some(&wait), reqwest::Method::GET, &path, None).await }
+    };
+    let (st, v) = get(format!("/api/v1/actions/{pid}")).await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("pending")), "{v}");
+    assert!(v["attestation"].is_null());
+    for path in [
+        format!("/api/v1/actions/{id}"),
+        "/api/v1/requests".to_owned(),
+        format!("/api/v1/requests/{pid}"),
+        "/api/v1/me".to_owned(),
+    ] {
+        let (st, v) = get(path.clone()).await;
+        assert_eq!(st, 401, "{path}: {v}");
+    }
+    let (st, v) = raw(
+        &s,
+        Some(&wait),
+        reqwest::Method::POST,
+        &format!("/api/v1/requests/{pid}/reviews"),
+        Some(json!({ "verdict": "approve" })),
+    )
+    .await;
+    assert_eq!(st, 401, "{v}");
+    assert_eq!(s.state(&pid).await["state"], "pending");
     s.stop().await;
     db.cleanup().await;
 }
