@@ -18,7 +18,13 @@ use sallyport::domain::Channel;
 use sallyport::service::{Caller, CreateInput};
 use sallyport::store::WriteCtx;
 
-const N: usize = 300;
+/// Pairs of mints; `SALLYPORT_BENCH_N` overrides it (e.g. for a profiler to attach).
+fn pairs() -> usize {
+    std::env::var("SALLYPORT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
 const CLI_N: usize = 100;
 
 fn pct(v: &mut [Duration], q: f64) -> Duration {
@@ -189,10 +195,12 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
             .await;
     }
     let policy_doc = r#"{"Version":"2012-10-17","Statement":[{"Sid":"SallyportGrantWindow","Effect":"Allow","Action":"*","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}}}]}"#;
-    let mut direct = Vec::with_capacity(N);
-    let mut through = Vec::with_capacity(N);
+    let n = pairs();
+    eprintln!("measuring {n} pairs");
+    let mut direct = Vec::with_capacity(n);
+    let mut through = Vec::with_capacity(n);
     // Interleave the two so drift in moto affects both alike.
-    for i in 0..N {
+    for i in 0..n {
         let t = Instant::now();
         let out = sts
             .assume_role()
@@ -242,7 +250,7 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
     let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
     let (s50, s99) = (pct(&mut through, 0.5), pct(&mut through, 0.99));
     println!();
-    println!("| credential mint ({N} calls each, moto) | p50 | p99 |");
+    println!("| credential mint ({n} calls each, moto) | p50 | p99 |");
     println!("| --- | --- | --- |");
     println!(
         "| direct STS AssumeRole (aws-sdk-rust) | {:.2} ms | {:.2} ms |",

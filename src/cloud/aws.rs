@@ -15,6 +15,10 @@ use crate::secret::SecretStore;
 
 /// STS will not issue credentials for less than this.
 pub const MIN_SESSION_SECS: i64 = 900;
+/// Every role's maximum session is at least this; it is also the most AWS allows when the caller
+/// is itself a role session (role chaining).
+const DEFAULT_ROLE_MAX_SECS: i64 = 3600;
+const CHAINED_MAX_SECS: i32 = 3600;
 /// How long a role's maximum session duration is remembered.
 const ROLE_CACHE_TTL: Duration = Duration::from_secs(600);
 
@@ -67,6 +71,11 @@ where
         ),
         other => ("".into(), root_cause(other)),
     };
+    if matches!(code.as_str(), "" | "Dispatch") && mentions_credentials(&e) {
+        return AwsError::AccessDenied(format!(
+            "{what}: Sallyport has no usable AWS credentials ({message}); set [aws] access_key_id_secret and secret_access_key_secret, or give the server an identity through the standard chain (environment, profile, web identity, container or instance role)"
+        ));
+    }
     let m = format!(
         "{what}: {message}{}",
         if code.is_empty() {
@@ -96,6 +105,19 @@ where
         | "TooManyRequestsException" => AwsError::Throttled(m),
         _ => AwsError::Failed(m),
     }
+}
+
+/// Does any error in the chain say that credentials could not be loaded?
+fn mentions_credentials(e: &dyn std::error::Error) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        let text = x.to_string().to_ascii_lowercase();
+        if text.contains("credentials") || text.contains("no matching auth scheme") {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -244,9 +266,19 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// The session policy Sallyport sends: the plugin's (if any), always bounded by the grant's end.
-pub fn window_session_policy(plugin_policy: Option<&str>, end_ms: i64) -> Result<String, AwsError> {
+///
+/// Session policies only narrow, and an Allow in any of them counts: so the "allow everything
+/// until the end" statement is sent only when nothing else narrows the session. With managed
+/// session policies (`with_managed`) and no inline one, the inline policy is the end's Deny
+/// alone, so the managed policies stay the limit.
+pub fn window_session_policy(
+    plugin_policy: Option<&str>,
+    with_managed: bool,
+    end_ms: i64,
+) -> Result<String, AwsError> {
     let end = rfc3339(end_ms);
     let mut doc = match plugin_policy {
+        None if with_managed => json!({ "Version": "2012-10-17", "Statement": [] }),
         None => {
             return Ok(json!({
                 "Version": "2012-10-17",
@@ -362,22 +394,70 @@ impl AwsCloud {
             return Ok(*v);
         }
         let name = iam_name(role_arn, "role")?;
-        let out = self
-            .iam
-            .get_role()
-            .role_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify(&format!("reading role {role_arn}"), e))?;
-        let max = out
-            .role()
-            .and_then(|r| r.max_session_duration())
-            .map_or(3600, i64::from);
+        let max = match self.iam.get_role().role_name(&name).send().await {
+            Ok(out) => out
+                .role()
+                .and_then(|r| r.max_session_duration())
+                .map_or(DEFAULT_ROLE_MAX_SECS, i64::from),
+            Err(e) => match classify(&format!("reading role {role_arn}"), e) {
+                // Without iam:GetRole, every role allows at least an hour.
+                AwsError::AccessDenied(m) => {
+                    tracing::warn!(role = role_arn, error = %m, "cannot read the role's maximum session duration (grant iam:GetRole); using 1 hour");
+                    DEFAULT_ROLE_MAX_SECS
+                }
+                other => return Err(other),
+            },
+        };
         self.role_max
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(role_arn.to_owned(), (max, Instant::now()));
         Ok(max)
+    }
+
+    /// The name of the entity an ARN names, after checking with IAM that the ARN is exactly that
+    /// entity's: IAM calls take a bare name, so without this check an ARN of another account or
+    /// another path (which an allow-list pattern may admit) would act on the entity of the same
+    /// name in Sallyport's account.
+    async fn entity_name(&self, arn: &str, kind: &str) -> Result<String, AwsError> {
+        let name = iam_name(arn, kind)?;
+        let what = format!("reading {kind} {arn}");
+        let actual = match kind {
+            "role" => self
+                .iam
+                .get_role()
+                .role_name(&name)
+                .send()
+                .await
+                .map_err(|e| classify(&what, e))?
+                .role()
+                .map(|r| r.arn().to_owned()),
+            "user" => self
+                .iam
+                .get_user()
+                .user_name(&name)
+                .send()
+                .await
+                .map_err(|e| classify(&what, e))?
+                .user()
+                .map(|u| u.arn().to_owned()),
+            _ => self
+                .iam
+                .get_group()
+                .group_name(&name)
+                .send()
+                .await
+                .map_err(|e| classify(&what, e))?
+                .group()
+                .map(|g| g.arn().to_owned()),
+        };
+        match actual {
+            Some(a) if a == arn => Ok(name),
+            Some(a) => Err(AwsError::InvalidInput(format!(
+                "`{arn}` does not name an entity Sallyport can reach: the {kind} called `{name}` in its account is `{a}`"
+            ))),
+            None => Err(AwsError::Failed(format!("{what}: IAM answered without it"))),
+        }
     }
 
     /// Mint credentials for a role, within the grant's window.
@@ -404,7 +484,11 @@ impl AwsCloud {
         let wanted = req.duration_secs.map_or(role_max, i64::from);
         let duration = wanted.min(role_max).min(left_secs).max(MIN_SESSION_SECS);
         let duration = i32::try_from(duration).unwrap_or(i32::MAX);
-        let policy = window_session_policy(req.session_policy.as_deref(), end)?;
+        let policy = window_session_policy(
+            req.session_policy.as_deref(),
+            !req.policy_arns.is_empty(),
+            end,
+        )?;
         let session_name = sts_name(
             &format!(
                 "sp-{}-{}",
@@ -452,10 +536,26 @@ impl AwsCloud {
                 .map_err(|e| AwsError::InvalidInput(e.to_string()))?;
             call = call.tags(tag);
         }
-        let out = call
-            .send()
-            .await
-            .map_err(|e| classify(&format!("assuming {}", req.role_arn), e))?;
+        let what = format!("assuming {}", req.role_arn);
+        let (out, duration) = match call.clone().send().await {
+            Ok(out) => (out, duration),
+            Err(e) => match classify(&what, e) {
+                // Sallyport itself runs as a role session: AWS caps chained sessions at an hour.
+                AwsError::InvalidInput(m)
+                    if m.contains("role chaining") && duration > CHAINED_MAX_SECS =>
+                {
+                    tracing::info!(role = %req.role_arn, "role chaining: sessions are capped at 1 hour");
+                    let d = CHAINED_MAX_SECS;
+                    let out = call
+                        .duration_seconds(d)
+                        .send()
+                        .await
+                        .map_err(|e| classify(&what, e))?;
+                    (out, d)
+                }
+                other => return Err(other),
+            },
+        };
         let c = out
             .credentials()
             .ok_or_else(|| AwsError::Failed("STS answered without credentials".into()))?;
@@ -485,7 +585,7 @@ impl AwsCloud {
             IamTarget::Role(a) => self
                 .iam
                 .put_role_policy()
-                .role_name(iam_name(a, "role")?)
+                .role_name(self.entity_name(a, "role").await?)
                 .policy_name(name)
                 .policy_document(document)
                 .send()
@@ -495,7 +595,7 @@ impl AwsCloud {
             IamTarget::User(a) => self
                 .iam
                 .put_user_policy()
-                .user_name(iam_name(a, "user")?)
+                .user_name(self.entity_name(a, "user").await?)
                 .policy_name(name)
                 .policy_document(document)
                 .send()
@@ -505,7 +605,7 @@ impl AwsCloud {
             IamTarget::Group(a) => self
                 .iam
                 .put_group_policy()
-                .group_name(iam_name(a, "group")?)
+                .group_name(self.entity_name(a, "group").await?)
                 .policy_name(name)
                 .policy_document(document)
                 .send()
@@ -526,7 +626,7 @@ impl AwsCloud {
             IamTarget::Role(a) => self
                 .iam
                 .delete_role_policy()
-                .role_name(iam_name(a, "role")?)
+                .role_name(self.entity_name(a, "role").await?)
                 .policy_name(name)
                 .send()
                 .await
@@ -535,7 +635,7 @@ impl AwsCloud {
             IamTarget::User(a) => self
                 .iam
                 .delete_user_policy()
-                .user_name(iam_name(a, "user")?)
+                .user_name(self.entity_name(a, "user").await?)
                 .policy_name(name)
                 .send()
                 .await
@@ -544,7 +644,7 @@ impl AwsCloud {
             IamTarget::Group(a) => self
                 .iam
                 .delete_group_policy()
-                .group_name(iam_name(a, "group")?)
+                .group_name(self.entity_name(a, "group").await?)
                 .policy_name(name)
                 .send()
                 .await
@@ -564,7 +664,7 @@ impl AwsCloud {
             IamTarget::Role(a) => self
                 .iam
                 .attach_role_policy()
-                .role_name(iam_name(a, "role")?)
+                .role_name(self.entity_name(a, "role").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -573,7 +673,7 @@ impl AwsCloud {
             IamTarget::User(a) => self
                 .iam
                 .attach_user_policy()
-                .user_name(iam_name(a, "user")?)
+                .user_name(self.entity_name(a, "user").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -582,7 +682,7 @@ impl AwsCloud {
             IamTarget::Group(a) => self
                 .iam
                 .attach_group_policy()
-                .group_name(iam_name(a, "group")?)
+                .group_name(self.entity_name(a, "group").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -602,7 +702,7 @@ impl AwsCloud {
             IamTarget::Role(a) => self
                 .iam
                 .detach_role_policy()
-                .role_name(iam_name(a, "role")?)
+                .role_name(self.entity_name(a, "role").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -611,7 +711,7 @@ impl AwsCloud {
             IamTarget::User(a) => self
                 .iam
                 .detach_user_policy()
-                .user_name(iam_name(a, "user")?)
+                .user_name(self.entity_name(a, "user").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -620,7 +720,7 @@ impl AwsCloud {
             IamTarget::Group(a) => self
                 .iam
                 .detach_group_policy()
-                .group_name(iam_name(a, "group")?)
+                .group_name(self.entity_name(a, "group").await?)
                 .policy_arn(policy_arn)
                 .send()
                 .await
@@ -633,8 +733,8 @@ impl AwsCloud {
     pub async fn add_user_to_group(&self, user_arn: &str, group_arn: &str) -> Result<(), AwsError> {
         self.iam
             .add_user_to_group()
-            .user_name(iam_name(user_arn, "user")?)
-            .group_name(iam_name(group_arn, "group")?)
+            .user_name(self.entity_name(user_arn, "user").await?)
+            .group_name(self.entity_name(group_arn, "group").await?)
             .send()
             .await
             .map(|_| ())
@@ -649,8 +749,8 @@ impl AwsCloud {
     ) -> Result<(), AwsError> {
         self.iam
             .remove_user_from_group()
-            .user_name(iam_name(user_arn, "user")?)
-            .group_name(iam_name(group_arn, "group")?)
+            .user_name(self.entity_name(user_arn, "user").await?)
+            .group_name(self.entity_name(group_arn, "group").await?)
             .send()
             .await
             .map(|_| ())
@@ -680,18 +780,41 @@ mod tests {
     #[test]
     fn session_policy_always_ends_at_the_grant() {
         let end = 1_800_000_000_000;
-        let p: Value =
-            serde_json::from_str(&window_session_policy(None, end).expect("policy")).expect("json");
+        let doc = |mine: Option<&str>, managed: bool| -> Value {
+            serde_json::from_str(&window_session_policy(mine, managed, end).expect("policy"))
+                .expect("json")
+        };
+        // Nothing narrows the session: allow (the role's permissions) until the end.
+        let p = doc(None, false);
+        assert_eq!(p["Statement"].as_array().map(Vec::len), Some(1));
+        assert_eq!(p["Statement"][0]["Effect"], "Allow");
         assert_eq!(
             p["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
             "2027-01-15T08:00:00Z"
         );
+        // Managed session policies narrow it: no Allow of ours may widen them again.
+        let p = doc(None, true);
+        let statements = p["Statement"].as_array().cloned().unwrap_or_default();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Effect"], "Deny");
+        assert_eq!(
+            statements[0]["Condition"]["DateGreaterThanEquals"]["aws:CurrentTime"],
+            "2027-01-15T08:00:00Z"
+        );
         let mine = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}}"#;
-        let p: Value =
-            serde_json::from_str(&window_session_policy(Some(mine), end).expect("policy"))
-                .expect("json");
-        assert_eq!(p["Statement"].as_array().map(Vec::len), Some(2));
-        assert_eq!(p["Statement"][1]["Effect"], "Deny");
-        assert!(window_session_policy(Some("{}"), end).is_err());
+        for managed in [false, true] {
+            let p = doc(Some(mine), managed);
+            let statements = p["Statement"].as_array().cloned().unwrap_or_default();
+            assert_eq!(statements.len(), 2);
+            assert_eq!(statements[0]["Action"], "s3:GetObject");
+            assert_eq!(statements[1]["Effect"], "Deny");
+            assert!(
+                !statements
+                    .iter()
+                    .any(|s| s["Effect"] == "Allow" && s["Action"] == "*"),
+                "never an Allow of everything beside a narrower policy"
+            );
+        }
+        assert!(window_session_policy(Some("{}"), false, end).is_err());
     }
 }

@@ -448,6 +448,17 @@ async fn cleanup_at_end(
             .await?;
         return Ok("retry");
     }
+    let policy = service.policy();
+    let wants_cleanup = policy
+        .entitlement(&r.entitlement)
+        .and_then(|e| policy.plugin(&e.connector.plugin))
+        .is_some_and(|p| p.manifest().cleanup_at_end);
+    if !wants_cleanup {
+        // The early revoke removed everything (the connector did not ask for a second call,
+        // which for access not scoped to one request could take a newer grant's away).
+        service.store().complete_job(job).await?;
+        return Ok("stale");
+    }
     let (action, error) = match connector_revoke(service, r, RevokeReason::Expired).await {
         Ok(()) => ("grant.cleaned_up", None),
         Err(e) if job.attempts + 1 < CLEANUP_ATTEMPTS => {

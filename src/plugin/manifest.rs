@@ -39,6 +39,11 @@ pub struct Manifest {
     pub limits: Limits,
     /// Granted host capabilities.
     pub capabilities: Capabilities,
+    /// Connectors only: call `revoke` (reason `expired`) once more at the natural end of a grant
+    /// that was revoked or ended early, to remove what the early revoke left behind (aws-sts's
+    /// deny policy). Off by default: for a connector whose access is not scoped to one request
+    /// (a group membership), that second call could take away a newer grant's access.
+    pub cleanup_at_end: bool,
 }
 
 /// Per-call resource limits.
@@ -292,6 +297,8 @@ struct RawManifest {
     limits: RawLimits,
     #[serde(default)]
     capabilities: RawCapabilities,
+    #[serde(default)]
+    cleanup_at_end: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -467,6 +474,9 @@ impl Manifest {
             Some(m) => m << 20,
         };
         let capabilities = raw.capabilities.parse()?;
+        if raw.cleanup_at_end && world != World::Connector {
+            return Err("cleanup-at-end: only connectors revoke access".into());
+        }
         Ok(Manifest {
             name: raw.name,
             version,
@@ -478,6 +488,7 @@ impl Manifest {
                 memory_bytes,
             },
             capabilities,
+            cleanup_at_end: raw.cleanup_at_end,
         })
     }
 
@@ -501,6 +512,7 @@ impl Manifest {
             description: String::new(),
             limits: Limits::default_for(world),
             capabilities: caps,
+            cleanup_at_end: false,
         }
     }
 }
@@ -641,5 +653,16 @@ mod tests {
         let e = Manifest::parse("name = \"Q!\"\nversion = \"0.1.0\"\nworld = \"approval\"\n")
             .expect_err("bad name");
         assert!(e.starts_with("name:"), "{e}");
+        assert!(!m.cleanup_at_end, "off unless asked for");
+        let c = Manifest::parse(
+            "name = \"c\"\nversion = \"0.1.0\"\nworld = \"connector\"\ncleanup-at-end = true\n",
+        )
+        .expect("connector may ask");
+        assert!(c.cleanup_at_end);
+        let e = Manifest::parse(
+            "name = \"q\"\nversion = \"0.1.0\"\nworld = \"approval\"\ncleanup-at-end = true\n",
+        )
+        .expect_err("approvals revoke nothing");
+        assert!(e.starts_with("cleanup-at-end:"), "{e}");
     }
 }

@@ -651,3 +651,330 @@ async fn an_expired_grant_gives_no_credentials() {
     s.stop().await;
     db.cleanup().await;
 }
+
+/// A recording proxy in front of moto: every request Sallyport's AWS SDK sends passes through it,
+/// so the test can read what went over the wire (moto itself checks none of it).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<Vec<(String, String)>>>>;
+
+struct Recorder {
+    url: String,
+    seen: Seen,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start(upstream: &str) -> Recorder {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let seen: Seen = Default::default();
+        let (up, log) = (upstream.to_owned(), seen.clone());
+        let client = reqwest::Client::new();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (up, log, client) = (up.clone(), log.clone(), client.clone());
+                async move {
+                    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(form);
+                    let mut rq = client.request(
+                        method,
+                        format!("{up}{}", uri.path_and_query().map_or("/", |p| p.as_str())),
+                    );
+                    for (k, v) in &headers {
+                        if k != "host" && k != "content-length" {
+                            rq = rq.header(k, v);
+                        }
+                    }
+                    match rq.body(body).send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            let ct = r.headers().get("content-type").cloned();
+                            let bytes = r.bytes().await.unwrap_or_default();
+                            let mut out =
+                                axum::response::Response::new(axum::body::Body::from(bytes));
+                            *out.status_mut() = status;
+                            if let Some(ct) = ct {
+                                out.headers_mut().insert("content-type", ct);
+                            }
+                            out
+                        }
+                        Err(e) => {
+                            let mut out = axum::response::Response::new(axum::body::Body::from(
+                                e.to_string(),
+                            ));
+                            *out.status_mut() = StatusCode::BAD_GATEWAY;
+                            out
+                        }
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Recorder { url, seen, task }
+    }
+
+    /// The form fields of every call with this `Action`, oldest first.
+    fn calls(&self, action: &str) -> Vec<std::collections::HashMap<String, String>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|f| f.iter().any(|(k, v)| k == "Action" && v == action))
+            .map(|f| f.iter().cloned().collect())
+            .collect()
+    }
+}
+
+/// The session tags of an AssumeRole call, as key -> value.
+fn tags(
+    call: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    (1..=50)
+        .filter_map(|i| {
+            Some((
+                call.get(&format!("Tags.member.{i}.Key"))?.clone(),
+                call.get(&format!("Tags.member.{i}.Value"))?.clone(),
+            ))
+        })
+        .collect()
+}
+
+async fn has_event(s: &Server, id: &str, action: &str) -> bool {
+    let (_, v) = s
+        .get(
+            "root",
+            &format!("/api/v1/audit?subject={id}&action={action}"),
+        )
+        .await;
+    v["events"].as_array().is_some_and(|e| !e.is_empty())
+}
+
+async fn in_group(iam: &aws_sdk_iam::Client, user: &str) -> bool {
+    iam.get_group()
+        .group_name("oncall")
+        .send()
+        .await
+        .expect("group")
+        .users()
+        .iter()
+        .any(|u| u.user_name() == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_sallyport_sends_to_aws_and_when_it_cleans_up() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let rec = Recorder::start(&moto.url).await;
+    let db = Db::new(Backend::Sqlite).await.expect("db");
+    let (text, base) = config(&db.url, &moto);
+    let text = text
+        .replace(
+            &format!("endpoint_url = \"{}\"", moto.url),
+            &format!("endpoint_url = \"{}\"", rec.url),
+        )
+        .replace(
+            &format!("arns = [\"arn:aws:iam::{ACCOUNT}:role/prod-*\"]"),
+            &format!(
+                "arns = [\"arn:aws:iam::{ACCOUNT}:role/prod-*\", \"arn:aws:iam::{ACCOUNT}:policy/ReadStuff\"]"
+            ),
+        )
+        + &format!(
+            r#"
+[[entitlements]]
+id = "aws/prod-narrow"
+max_duration = "4h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-admin"
+policy_arns = ["arn:aws:iam::{ACCOUNT}:policy/ReadStuff"]
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+
+[[entitlements]]
+id = "aws/contractor"
+max_duration = "1h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-iam"
+[entitlements.connector.settings]
+user_arn = "arn:aws:iam::{ACCOUNT}:user/contractors/{{{{requester.id}}}}"
+group_arn = "arn:aws:iam::{ACCOUNT}:group/oncall"
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+"#
+        );
+    let s = Server::start_in(&text, &base).await;
+
+    // A 5 minute grant: STS gets its 900 s floor (the session policy ends it at the grant's end),
+    // the session name, source identity and tags name who, what and which request.
+    let id = s.request("alice", "aws/prod-admin", "5m", "look").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&id, "active", T).await;
+    let end = v["grant"]["expires_at"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .expect("end");
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (st, c) = s
+            .post("alice", "/api/v1/credentials", json!({ "request_id": id }))
+            .await;
+        assert_eq!(st, 200, "{c}");
+        keys.push(c["access_key_id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_ne!(keys[0], keys[1], "fresh credentials on every call");
+    let calls = rec.calls("AssumeRole");
+    assert_eq!(calls.len(), 3, "the grant's check and two mints");
+    let last_part = id.rsplit('-').next().unwrap_or(&id);
+    for c in &calls {
+        assert_eq!(
+            c["RoleArn"],
+            format!("arn:aws:iam::{ACCOUNT}:role/prod-admin")
+        );
+        assert_eq!(c["DurationSeconds"], "900", "never below STS's minimum");
+        assert_eq!(c["RoleSessionName"], format!("sp-alice-{last_part}"));
+        assert_eq!(c["SourceIdentity"], "alice");
+        let t = tags(c);
+        assert_eq!(
+            t.get("sallyport-requester").map(String::as_str),
+            Some("alice")
+        );
+        assert_eq!(t.get("sallyport-request"), Some(&id));
+        assert_eq!(
+            t.get("sallyport-entitlement").map(String::as_str),
+            Some("aws/prod-admin")
+        );
+        assert_eq!(t.get("team").map(String::as_str), Some("platform"));
+        assert!(!c.contains_key("PolicyArns.member.1.arn"));
+        let policy: Value = serde_json::from_str(&c["Policy"]).expect("session policy");
+        assert_eq!(policy["Statement"][0]["Effect"], "Allow");
+        assert_eq!(
+            policy["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            end.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+    }
+
+    // Managed session policies stay the limit: no Allow of Sallyport's beside them.
+    let narrow = s.request("alice", "aws/prod-narrow", "1h", "read").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&narrow, "active", T).await;
+    let (st, c) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "request_id": narrow }),
+        )
+        .await;
+    assert_eq!(st, 200, "{c}");
+    let c = rec.calls("AssumeRole").pop().expect("the mint");
+    assert_eq!(
+        c.get("PolicyArns.member.1.arn").map(String::as_str),
+        Some(format!("arn:aws:iam::{ACCOUNT}:policy/ReadStuff").as_str())
+    );
+    let policy: Value = serde_json::from_str(&c["Policy"]).expect("session policy");
+    let statements = policy["Statement"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !statements.is_empty() && statements.iter().all(|s| s["Effect"] == "Deny"),
+        "{policy}"
+    );
+
+    // An ARN whose path differs from the user's real one is refused, not applied to the
+    // same-named user: alice's ARN is user/alice, not user/contractors/alice.
+    let sneaky = s.request("alice", "aws/contractor", "10m", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&sneaky, "failed", T).await;
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not name an entity")),
+        "{v}"
+    );
+    assert!(!in_group(&iam, "alice").await, "nothing was granted");
+    assert!(rec.calls("AddUserToGroup").is_empty());
+
+    // Early ends, then the natural ends. aws-sts asked for the end-of-grant clean-up: its deny
+    // policy goes. aws-iam did not: its early revoke removed the membership, and a second
+    // revoke would take away the newer grant's.
+    let a = s.request("alice", "aws/prod-admin", "4s", "brief").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let b = s.request("alice", "aws/group", "4s", "brief").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&a, "active", T).await;
+    s.wait_state(&b, "active", T).await;
+    for r in [&a, &b] {
+        let (st, v) = s
+            .post("alice", &format!("/api/v1/requests/{r}/end"), json!({}))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        s.wait_for(r, "revocation", T, |v| v["revocation"]["status"] == "done")
+            .await;
+    }
+    let deny = |iam: aws_sdk_iam::Client, id: String| async move {
+        iam.get_role_policy()
+            .role_name("prod-admin")
+            .policy_name(format!("sallyport-revoked-{id}"))
+            .send()
+            .await
+            .is_ok()
+    };
+    assert!(deny(iam.clone(), a.clone()).await, "the early end's deny");
+    assert!(!in_group(&iam, "alice").await);
+    let c = s.request("alice", "aws/group", "30m", "on call").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    s.wait_state(&c, "active", T).await;
+    assert!(in_group(&iam, "alice").await);
+    crate::harness::eventually("the deny policy's clean-up", T, || async {
+        has_event(&s, &a, "grant.cleaned_up").await
+    })
+    .await;
+    assert!(
+        !deny(iam.clone(), a.clone()).await,
+        "deleted at the natural end"
+    );
+    // b ended naturally at the same moment as a; give its job the same chance, then look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!has_event(&s, &b, "grant.cleaned_up").await);
+    assert!(
+        in_group(&iam, "alice").await,
+        "the newer grant keeps its membership"
+    );
+    assert_eq!(
+        rec.calls("RemoveUserFromGroup").len(),
+        1,
+        "one removal: the early end's"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}

@@ -94,6 +94,7 @@ impl Guest for AwsIam {
         crate::revoke(
             &mut WitHost,
             &req.settings,
+            &req.handle,
             &req.request.requester.id,
             &req.request.id,
         )

@@ -14,9 +14,10 @@
 //! `sallyport-<request id>` and every `Allow` statement in it gets
 //! `Condition.DateLessThan["aws:CurrentTime"] = expires_at`, so it stops working on time even if
 //! Sallyport is down. Attached managed policies and group memberships cannot carry a condition:
-//! they end when Sallyport revokes them. `revoke` removes what `grant` added; removing what is
-//! already gone is a success. Do not use it to grant what a user already holds otherwise:
-//! the revoke removes it either way.
+//! they end when Sallyport revokes them. `revoke` removes what `grant` added, as its handle
+//! recorded it (so a later change of the settings cannot leave a grant's access in place);
+//! removing what is already gone is a success. Do not use it to grant what a user already holds
+//! otherwise: the revoke removes it either way.
 
 use serde_json::{Map, Value, json};
 
@@ -296,19 +297,56 @@ pub fn grant(
     Ok((handle.to_string(), summary))
 }
 
-/// `revoke`: idempotent.
+/// What a grant did, as its handle records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Granted {
+    Attached { user: String, policy: String },
+    Group { user: String, group: String },
+    Inline { user: String, name: String },
+}
+
+/// Read a grant's handle (`None` for a handle that records nothing, e.g. `{}` on a rollback).
+pub fn granted(handle: &str) -> Option<Granted> {
+    let v: Value = serde_json::from_str(handle).ok()?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let user = text("user_arn").filter(|u| is_iam_arn(u, "user"))?;
+    if let Some(policy) = text("attached").filter(|p| is_iam_arn(p, "policy")) {
+        Some(Granted::Attached { user, policy })
+    } else if let Some(group) = text("group").filter(|g| is_iam_arn(g, "group")) {
+        Some(Granted::Group { user, group })
+    } else {
+        text("inline_policy").map(|name| Granted::Inline { user, name })
+    }
+}
+
+/// `revoke`: removes what the handle says the grant added (what the settings say, for a handle
+/// that records nothing); idempotent.
 pub fn revoke(
     host: &mut impl Host,
     settings_text: &str,
+    handle: &str,
     requester: &str,
     request_id: &str,
 ) -> Result<(), ConnectorError> {
-    let s = settings(settings_text)?;
-    let user = user_for(&s.user_arn, requester)?;
-    let r = match &s.kind {
-        Kind::Attach(p) => host.detach(&user, p),
-        Kind::Group(g) => host.remove_from_group(&user, g),
-        Kind::Inline(_) => host.delete_user_policy(&user, &policy_name(request_id)),
+    let done = match granted(handle) {
+        Some(g) => g,
+        None => {
+            let s = settings(settings_text)?;
+            let user = user_for(&s.user_arn, requester)?;
+            match s.kind {
+                Kind::Attach(policy) => Granted::Attached { user, policy },
+                Kind::Group(group) => Granted::Group { user, group },
+                Kind::Inline(_) => Granted::Inline {
+                    user,
+                    name: policy_name(request_id),
+                },
+            }
+        }
+    };
+    let r = match &done {
+        Granted::Attached { user, policy } => host.detach(user, policy),
+        Granted::Group { user, group } => host.remove_from_group(user, group),
+        Granted::Inline { user, name } => host.delete_user_policy(user, name),
     };
     match r {
         Ok(()) | Err(AwsError::NoSuchEntity(_)) => Ok(()),
@@ -333,6 +371,80 @@ mod tests {
         assert_eq!(
             e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
             vec!["user_arn", "group_arn"]
+        );
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        calls: Vec<String>,
+    }
+
+    impl Host for Fake {
+        fn put_user_policy(&mut self, u: &str, n: &str, _: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("put {u} {n}"));
+            Ok(())
+        }
+        fn delete_user_policy(&mut self, u: &str, n: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("delete {u} {n}"));
+            Err(AwsError::NoSuchEntity("gone".into()))
+        }
+        fn attach(&mut self, u: &str, p: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("attach {u} {p}"));
+            Ok(())
+        }
+        fn detach(&mut self, u: &str, p: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("detach {u} {p}"));
+            Ok(())
+        }
+        fn add_to_group(&mut self, u: &str, g: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("add {u} {g}"));
+            Ok(())
+        }
+        fn remove_from_group(&mut self, u: &str, g: &str) -> Result<(), AwsError> {
+            self.calls.push(format!("remove {u} {g}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn revoke_removes_what_the_grant_added_even_after_the_settings_changed() {
+        let user = "arn:aws:iam::123456789012:user/{{requester.id}}";
+        let first = format!(
+            r#"{{"user_arn": "{user}", "attach_policy_arn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}}"#
+        );
+        let later = format!(
+            r#"{{"user_arn": "{user}", "group_arn": "arn:aws:iam::123456789012:group/oncall"}}"#
+        );
+        let mut h = Fake::default();
+        let (handle, _) = grant(&mut h, &first, "alice", "r-1", 0).expect("grant");
+        revoke(&mut h, &later, &handle, "alice", "r-1").expect("revoke");
+        assert_eq!(
+            h.calls,
+            vec![
+                "attach arn:aws:iam::123456789012:user/alice arn:aws:iam::aws:policy/ReadOnlyAccess",
+                "detach arn:aws:iam::123456789012:user/alice arn:aws:iam::aws:policy/ReadOnlyAccess",
+            ]
+        );
+        let (handle, _) = grant(&mut h, &later, "alice", "r-2", 0).expect("grant");
+        revoke(&mut h, &first, &handle, "alice", "r-2").expect("revoke");
+        assert_eq!(
+            h.calls[3],
+            "remove arn:aws:iam::123456789012:user/alice arn:aws:iam::123456789012:group/oncall"
+        );
+        let inline = format!(
+            r#"{{"user_arn": "{user}", "inline_policy": {{"Statement": [{{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}]}}}}"#
+        );
+        let (handle, _) = grant(&mut h, &inline, "alice", "r-3", 0).expect("grant");
+        revoke(&mut h, &first, &handle, "alice", "r-3").expect("gone is a success");
+        assert_eq!(
+            h.calls[5],
+            "delete arn:aws:iam::123456789012:user/alice sallyport-r-3"
+        );
+        // A rollback without a handle removes what the settings would have added.
+        revoke(&mut h, &later, "{}", "alice", "r-4").expect("rollback");
+        assert_eq!(
+            h.calls[6],
+            "remove arn:aws:iam::123456789012:user/alice arn:aws:iam::123456789012:group/oncall"
         );
     }
 

@@ -112,6 +112,7 @@ impl Guest for AwsSts {
         crate::revoke(
             &mut WitHost,
             &req.settings,
+            &req.handle,
             &req.request.id,
             reason,
             req.now,
@@ -120,7 +121,7 @@ impl Guest for AwsSts {
     }
 
     fn credentials(req: CredentialsRequest) -> Result<CredentialSet, ConnectorError> {
-        crate::credentials(&mut WitHost, &req.settings)
+        crate::credentials(&mut WitHost, &req.settings, &req.handle)
             .map(|c| {
                 CredentialSet::Aws(AwsCredentials {
                     access_key_id: c.access_key_id,

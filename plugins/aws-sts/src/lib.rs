@@ -20,10 +20,13 @@
 //!
 //! - `grant` assumes the role once (and throws the credentials away) so that a role Sallyport
 //!   cannot assume fails the request at once, with AWS's reason.
-//! - `credentials` mints fresh credentials on every call; nothing is stored.
-//! - `revoke` before the grant's end (revoked, ended) puts an inline policy on the role that
-//!   denies everything to sessions of this request issued before now (`aws:TokenIssueTime`), so
-//!   live sessions die at once. At the grant's natural end it deletes that policy again.
+//! - `credentials` mints fresh credentials on every call; nothing is stored. The role is the one
+//!   the grant named (its handle), even if the entitlement's settings changed since.
+//! - `revoke` before the grant's end (revoked, ended) puts an inline policy on the grant's role
+//!   that denies everything to sessions of this request (tag `sallyport-request`) issued before
+//!   the grant's end (`aws:TokenIssueTime`): live sessions die at once, and so does one a mint
+//!   still in flight returns a moment later. At the grant's natural end it deletes that policy
+//!   again (every session of the grant has lost its permissions by then).
 
 use serde_json::{Map, Value, json};
 
@@ -127,10 +130,12 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
                 )),
             }
             let text = p.to_string();
-            if text.len() > 2048 {
+            if text.len() > MAX_SESSION_POLICY {
                 errors.push(err(
                     "session_policy",
-                    "longer than 2048 characters, the most STS accepts",
+                    format!(
+                        "longer than {MAX_SESSION_POLICY} characters: STS accepts 2048, and Sallyport adds a statement that ends the session at the grant's end"
+                    ),
                 ));
             }
             Some(text)
@@ -213,6 +218,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
     }
 }
 
+/// The longest session policy a setting may hold: STS takes 2048 characters, and the host appends
+/// a Deny statement of about 160 that ends the session at the grant's end.
+pub const MAX_SESSION_POLICY: usize = 1800;
+
 /// What the host can do for this plugin.
 pub trait Host {
     /// Mint credentials (`duration` None: as long as allowed).
@@ -262,8 +271,9 @@ pub fn revoke_policy_name(request_id: &str) -> String {
     format!("sallyport-revoked-{id}")
 }
 
-/// The deny policy: everything, for sessions of this request issued before `now`.
-pub fn revoke_policy(request_id: &str, now_ms: i64) -> String {
+/// The deny policy: everything, for sessions of this request issued before `until` (the grant's
+/// end, so that a mint racing the revoke is caught too).
+pub fn revoke_policy(request_id: &str, until_ms: i64) -> String {
     json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -273,7 +283,7 @@ pub fn revoke_policy(request_id: &str, now_ms: i64) -> String {
             "Resource": "*",
             "Condition": {
                 "StringEquals": { "aws:PrincipalTag/sallyport-request": request_id },
-                "DateLessThan": { "aws:TokenIssueTime": time::rfc3339(now_ms + 1000) }
+                "DateLessThan": { "aws:TokenIssueTime": time::rfc3339(until_ms + 1000) }
             }
         }]
     })
@@ -290,6 +300,7 @@ pub fn grant(
     host.assume_role(&s, Some(900)).map_err(aws_error)?;
     let mut h = Map::new();
     h.insert("role_arn".into(), Value::String(s.role_arn.clone()));
+    h.insert("expires_at".into(), Value::from(expires_at));
     Ok((
         Value::Object(h).to_string(),
         format!(
@@ -300,34 +311,79 @@ pub fn grant(
     ))
 }
 
-/// `credentials`: fresh credentials, never longer than the window left (the host enforces it).
-pub fn credentials(host: &mut impl Host, settings_text: &str) -> Result<Creds, ConnectorError> {
-    let s = settings(settings_text)?;
+/// What `grant` wrote in the handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle {
+    /// The role the grant is for.
+    pub role_arn: String,
+    /// The grant's end (absent in handles of older grants).
+    pub expires_at: Option<i64>,
+}
+
+/// Read a grant's handle.
+pub fn handle(text: &str) -> Result<Handle, ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Failed(format!("the grant's handle is not JSON: {e}")))?;
+    match v.get("role_arn").and_then(Value::as_str) {
+        Some(r) if is_iam_arn(r, "role") => Ok(Handle {
+            role_arn: r.to_owned(),
+            expires_at: v.get("expires_at").and_then(Value::as_i64),
+        }),
+        _ => Err(ConnectorError::Failed(
+            "the grant's handle names no role".into(),
+        )),
+    }
+}
+
+/// `credentials`: fresh credentials for the grant's role, never longer than the window left (the
+/// host enforces it).
+pub fn credentials(
+    host: &mut impl Host,
+    settings_text: &str,
+    handle_text: &str,
+) -> Result<Creds, ConnectorError> {
+    let mut s = settings(settings_text)?;
+    s.role_arn = handle(handle_text)?.role_arn;
     host.assume_role(&s, s.max_session_seconds)
         .map_err(aws_error)
 }
 
-/// `revoke`.
+/// `revoke`: acts on the role the grant's handle names.
 pub fn revoke(
     host: &mut impl Host,
     settings_text: &str,
+    handle_text: &str,
     request_id: &str,
     reason: RevokeReason,
     now_ms: i64,
 ) -> Result<(), ConnectorError> {
-    let s = settings(settings_text)?;
+    if reason == RevokeReason::Rollback {
+        // A failed grant minted nothing for anyone.
+        return Ok(());
+    }
+    let h = match handle(handle_text) {
+        Ok(h) => h,
+        // A handle from before handles named their role: the settings still do.
+        Err(_) => Handle {
+            role_arn: settings(settings_text)?.role_arn,
+            expires_at: None,
+        },
+    };
     let name = revoke_policy_name(request_id);
     match reason {
-        // Credentials were only ever minted for the holder while active: kill live sessions.
-        RevokeReason::Revoked | RevokeReason::Ended => host
-            .put_role_policy(&s.role_arn, &name, &revoke_policy(request_id, now_ms))
-            .map_err(aws_error),
+        // Credentials were only ever minted for the holder while active: kill live sessions,
+        // and any a mint in flight returns (issued before the grant's end).
+        RevokeReason::Revoked | RevokeReason::Ended => {
+            // Without the grant's end, a day covers any mint in flight.
+            let until = h.expires_at.unwrap_or(now_ms + 86_400_000).max(now_ms);
+            host.put_role_policy(&h.role_arn, &name, &revoke_policy(request_id, until))
+                .map_err(aws_error)
+        }
         // At the grant's end every session has ended (the session policy saw to it): clean up.
-        RevokeReason::Expired => match host.delete_role_policy(&s.role_arn, &name) {
+        RevokeReason::Expired => match host.delete_role_policy(&h.role_arn, &name) {
             Ok(()) | Err(AwsError::NoSuchEntity(_)) => Ok(()),
             Err(e) => Err(aws_error(e)),
         },
-        // A failed grant minted nothing for anyone.
         RevokeReason::Rollback => Ok(()),
     }
 }
@@ -393,18 +449,56 @@ mod tests {
     #[test]
     fn grant_checks_the_role_and_revoke_kills_sessions() {
         let mut h = Fake::default();
-        let (handle, summary) = grant(&mut h, ROLE, 0).expect("grant");
-        assert!(handle.contains("role/admin") && summary.contains("until 1970"));
+        let end = 1_800_000_000_000;
+        let (handle_text, summary) = grant(&mut h, ROLE, end).expect("grant");
+        assert!(handle_text.contains("role/admin") && summary.contains("until 2027"));
         assert_eq!(
             h.calls,
             vec!["assume arn:aws:iam::123456789012:role/admin Some(900)"]
         );
-        revoke(&mut h, ROLE, "req-1", RevokeReason::Ended, 1_000).expect("revoke");
+        // The settings now name another role: the grant's own role is the one revoked.
+        let moved = r#"{"role_arn": "arn:aws:iam::123456789012:role/other"}"#;
+        revoke(
+            &mut h,
+            moved,
+            &handle_text,
+            "req-1",
+            RevokeReason::Ended,
+            1_000,
+        )
+        .expect("revoke");
+        assert!(h.calls[1].starts_with("put arn:aws:iam::123456789012:role/admin "));
         assert!(h.calls[1].contains("sallyport-revoked-req-1"));
-        assert!(h.calls[1].contains("aws:TokenIssueTime") && h.calls[1].contains("\"req-1\""));
-        revoke(&mut h, ROLE, "req-1", RevokeReason::Expired, 2_000).expect("cleanup is idempotent");
-        revoke(&mut h, ROLE, "req-1", RevokeReason::Rollback, 2_000).expect("rollback");
+        assert!(h.calls[1].contains("\"req-1\""));
+        // Sessions issued up to the grant's end are denied, not only those before the revoke.
+        assert!(
+            h.calls[1].contains(r#""aws:TokenIssueTime":"2027-01-15T08:00:01Z""#),
+            "{}",
+            h.calls[1]
+        );
+        revoke(
+            &mut h,
+            moved,
+            &handle_text,
+            "req-1",
+            RevokeReason::Expired,
+            2_000,
+        )
+        .expect("cleanup is idempotent");
+        assert!(h.calls[2].starts_with("delete arn:aws:iam::123456789012:role/admin "));
+        revoke(&mut h, ROLE, "{}", "req-1", RevokeReason::Rollback, 2_000).expect("rollback");
         assert_eq!(h.calls.len(), 3);
+        // Credentials are for the grant's role, whatever the settings say now.
+        credentials(&mut h, moved, &handle_text).expect("mint");
+        assert_eq!(
+            h.calls[3],
+            "assume arn:aws:iam::123456789012:role/admin None"
+        );
+        assert!(matches!(
+            credentials(&mut h, ROLE, "{}"),
+            Err(ConnectorError::Failed(_))
+        ));
+        assert_eq!(h.calls.len(), 4, "no handle, no mint");
         let mut h = Fake {
             fail: Some(AwsError::Permanent("AccessDenied".into())),
             ..Fake::default()

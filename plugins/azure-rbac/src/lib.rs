@@ -92,7 +92,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
     let mut errors = Vec::new();
     for k in o.keys() {
         if !KNOWN.contains(&k.as_str()) {
-            errors.push(err(k, format!("unknown setting; known: {}", KNOWN.join(", "))));
+            errors.push(err(
+                k,
+                format!("unknown setting; known: {}", KNOWN.join(", ")),
+            ));
         }
     }
     let text = |errors: &mut Vec<SettingError>, key: &str| match o.get(key) {
@@ -139,7 +142,10 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
         }
         None => {
             if !o.contains_key("role") {
-                errors.push(err("role", "required: a role name such as Reader, or its id"));
+                errors.push(err(
+                    "role",
+                    "required: a role name such as Reader, or its id",
+                ));
             }
             String::new()
         }
@@ -169,8 +175,7 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
         Some("email") => PrincipalMapping::Email,
         Some(t) if t.contains("{{requester.id}}") => {
             let probe = t.replace("{{requester.id}}", "x");
-            if probe.contains("{{") || !probe.contains('@') || probe.contains(char::is_whitespace)
-            {
+            if probe.contains("{{") || !probe.contains('@') || probe.contains(char::is_whitespace) {
                 errors.push(err(
                     "principal",
                     "a user principal name template looks like {{requester.id}}@contoso.com (the only placeholder is {{requester.id}})",
@@ -194,10 +199,7 @@ pub fn parse(settings: &str) -> Result<Settings, Vec<SettingError>> {
                 format!("`{t}` is not User, Group or ServicePrincipal"),
             ));
         } else if mode == Mode::Pim {
-            errors.push(err(
-                "principal_type",
-                "only used with mode = assignment",
-            ));
+            errors.push(err("principal_type", "only used with mode = assignment"));
         }
     }
     if errors.is_empty() {
@@ -606,7 +608,13 @@ mod tests {
             id: "a@evil.com/../b".into(),
             email: None,
         };
-        assert!(lookup(&PrincipalMapping::Upn("{{requester.id}}@x.com".into()), &evil).is_err());
+        assert!(
+            lookup(
+                &PrincipalMapping::Upn("{{requester.id}}@x.com".into()),
+                &evil
+            )
+            .is_err()
+        );
         assert!(lookup(&PrincipalMapping::Email, &evil).is_err());
     }
 }
