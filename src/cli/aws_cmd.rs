@@ -192,19 +192,40 @@ async fn credentials(conn: &Conn, entitlement: &str, ask: &RequestOpts) -> Resul
                     "--request needs --reason TEXT (why you need the access)".into(),
                 ));
             };
-            let mut body = json!({ "entitlement": entitlement, "justification": reason });
-            if let Some(d) = &ask.duration {
-                body["duration"] = Value::String(d.clone());
-            }
-            if let Some(t) = &ask.ticket {
-                body["ticket"] = Value::String(t.clone());
-            }
-            let r = client
-                .post("/api/v1/requests", &body)
+            // Re-running (or an interrupted --wait) must not file the same request twice.
+            let open = client
+                .get(&format!(
+                    "/api/v1/requests?scope=mine&state=pending,approved,provisioning&limit=1&entitlement={}",
+                    url::form_urlencoded::byte_serialize(entitlement.as_bytes()).collect::<String>()
+                ))
                 .await
                 .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
+            let r = if let Some(r) = open["requests"].get(0).cloned() {
+                eprintln!(
+                    "you already asked for {entitlement}: {} is {}; waiting for it instead of asking again",
+                    r["id"].as_str().unwrap_or_default(),
+                    r["state"].as_str().unwrap_or_default()
+                );
+                r
+            } else {
+                let mut body = json!({ "entitlement": entitlement, "justification": reason });
+                if let Some(d) = &ask.duration {
+                    body["duration"] = Value::String(d.clone());
+                }
+                if let Some(t) = &ask.ticket {
+                    body["ticket"] = Value::String(t.clone());
+                }
+                let r = client
+                    .post("/api/v1/requests", &body)
+                    .await
+                    .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
+                eprintln!(
+                    "requested {entitlement}: {}",
+                    r["id"].as_str().unwrap_or_default()
+                );
+                r
+            };
             let id = r["id"].as_str().unwrap_or_default().to_owned();
-            eprintln!("requested {entitlement}: {id}");
             if r["state"] == "denied" {
                 return Err(Fail(
                     exit::REFUSED,

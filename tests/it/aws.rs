@@ -978,3 +978,119 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     s.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_requests_once_and_waits_for_approval() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let db = Db::new(Backend::Sqlite).await.expect("db");
+    let (text, base) = config(&db.url, &moto);
+    let text = text.replace(
+        "[[users]]\nid = \"root\"\n",
+        "[[users]]\nid = \"root\"\ngroups = [\"leads\"]\n",
+    ) + &format!(
+        r#"
+[[entitlements]]
+id = "aws/prod-reviewed"
+max_duration = "4h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-admin"
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+stages = [{{ name = "lead", groups = ["leads"], count = 1 }}]
+"#
+    );
+    let s = Server::start_in(&text, &base).await;
+    let home = tempfile::tempdir().expect("home").keep();
+    let cli = Cli {
+        server: s.url(),
+        token: s.token("alice").await,
+        home,
+        moto: moto.url.clone(),
+    };
+
+    // Without --request: a clear message says how to ask.
+    let (code, _, err) = cli.sallyport(&["creds", "aws/prod-reviewed"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("sallyport request aws/prod-reviewed"), "{err}");
+    // --request without --wait files it and says so (exit 4: not active yet).
+    let (code, _, err) = cli.sallyport(&[
+        "creds",
+        "aws/prod-reviewed",
+        "--request",
+        "--reason",
+        "INC-1",
+    ]);
+    assert_eq!(code, 4, "not active yet: {err}");
+    assert!(err.contains("requested aws/prod-reviewed: "), "{err}");
+    let listed = |v: &Value| v["requests"].as_array().cloned().unwrap_or_default();
+    let (_, v) = s
+        .get("alice", "/api/v1/requests?entitlement=aws%2Fprod-reviewed")
+        .await;
+    let open = listed(&v);
+    assert_eq!(open.len(), 1, "{v}");
+    let id = open[0]["id"].as_str().expect("id").to_owned();
+    // Asking again waits for the same request instead of filing another.
+    let child = cli
+        .cmd(BIN)
+        .args([
+            "creds",
+            "aws/prod-reviewed",
+            "--request",
+            "--reason",
+            "INC-1",
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("creds --wait");
+    crate::harness::eventually("the CLI to start waiting", T, || async {
+        // It polls the request as it waits.
+        s.state(&id).await["state"] == "pending"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (st, v) = s
+        .post(
+            "root",
+            &format!("/api/v1/requests/{id}/reviews"),
+            json!({ "verdict": "approve", "comment": "ok" }),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "you already asked for aws/prod-reviewed: {id} is pending"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pending: waiting for"),
+        "progress: {stderr}"
+    );
+    let doc: Value = serde_json::from_str(&stdout).expect("credential_process JSON");
+    assert_eq!(doc["Version"], 1);
+    let (_, v) = s
+        .get("alice", "/api/v1/requests?entitlement=aws%2Fprod-reviewed")
+        .await;
+    assert_eq!(listed(&v).len(), 1, "still one request: {v}");
+    s.stop().await;
+    db.cleanup().await;
+}
