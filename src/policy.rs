@@ -183,6 +183,16 @@ impl Policy {
                         message: format!("could not be checked: {pe}"),
                     }),
                 }
+                if let Some(grant) = &plugin.manifest().capabilities.aws {
+                    aws_reach(
+                        &format!("{path}.{what}"),
+                        &use_.plugin,
+                        &use_.settings,
+                        &grant.arns,
+                        config.aws.is_some(),
+                        &mut problems,
+                    );
+                }
             }
         }
         let attestor = if config.attestation.signing_keys.is_empty() {
@@ -318,5 +328,54 @@ pub fn setting_errors_text(f: &ValidateFailure) -> String {
     match f {
         ValidateFailure::Invalid(e) => format_setting_errors(e),
         ValidateFailure::Plugin(p) => p.to_string(),
+    }
+}
+
+/// Catch at `config check` what would otherwise fail every grant of an AWS connector: no `[aws]`
+/// section, or an ARN in the settings (a top-level string or list of strings) that the plugin's
+/// capability does not reach.
+fn aws_reach(
+    path: &str,
+    plugin: &str,
+    settings: &str,
+    arns: &[String],
+    configured: bool,
+    problems: &mut Vec<Problem>,
+) {
+    if !configured {
+        problems.push(Problem {
+            path: format!("{path}.plugin"),
+            message: format!(
+                "`{plugin}` calls AWS, but there is no [aws] section: add one (region, and credentials unless the standard chain has them), or every grant fails"
+            ),
+        });
+    }
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(settings)
+    else {
+        return;
+    };
+    for (k, v) in &o {
+        let values: Vec<&str> = match v {
+            serde_json::Value::String(x) => vec![x.as_str()],
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+            _ => continue,
+        };
+        // A templated ARN (`{{requester.id}}`) is known only at grant time, when the host checks it.
+        for arn in values
+            .into_iter()
+            .filter(|x| x.starts_with("arn:") && !x.contains("{{"))
+        {
+            if !arns
+                .iter()
+                .any(|p| crate::plugin::manifest::arn_matches(p, arn))
+            {
+                problems.push(Problem {
+                    path: format!("{path}.settings.{k}"),
+                    message: format!(
+                        "`{arn}` is not among the ARNs `{plugin}` may touch; add a pattern for it to [plugins.capabilities.{plugin}.aws] arns, or every grant fails"
+                    ),
+                });
+            }
+        }
     }
 }

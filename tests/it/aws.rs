@@ -121,6 +121,11 @@ pub fn config(db_url: &str, moto: &Moto) -> (String, PathBuf) {
     std::fs::write(dir.join("aws-key"), "testing").expect("key");
     std::fs::write(dir.join("aws-secret"), "testing").expect("secret");
     let iam = |ent: &str, extra: &str| {
+        let extra = if extra.starts_with("user_arn") {
+            extra.to_owned()
+        } else {
+            format!("user_arn = \"arn:aws:iam::{ACCOUNT}:user/{{{{requester.id}}}}\"\n{extra}")
+        };
         format!(
             r#"
 [[entitlements]]
@@ -130,7 +135,6 @@ requester_groups = ["eng"]
 [entitlements.connector]
 plugin = "aws-iam"
 [entitlements.connector.settings]
-user_arn = "arn:aws:iam::{ACCOUNT}:user/{{{{requester.id}}}}"
 {extra}
 [entitlements.approval]
 plugin = "quorum"
@@ -191,7 +195,14 @@ id = "root"
 {sts1}{sts2}{inline}{attach}{group}"#,
         moto = moto.url,
         sts1 = sts("aws/prod-admin", "prod-admin"),
-        sts2 = sts("aws/outside", "outside"),
+        // Another account's user: only the running grant knows the ARN (it names the
+        // requester), so only the host's check at call time can refuse it.
+        sts2 = iam(
+            "aws/outside",
+            &format!(
+                "user_arn = \"arn:aws:iam::999999999999:user/{{{{requester.id}}}}\"\ngroup_arn = \"arn:aws:iam::{ACCOUNT}:group/oncall\""
+            )
+        ),
         inline = iam(
             "aws/inline",
             r#"inline_policy = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = "s3:ListBucket", Resource = "*" }] }"#
@@ -440,7 +451,8 @@ async fn sts_credentials_through_the_aws_cli() {
         "{err}"
     );
 
-    // A role outside the manifest's ARNs is refused before AWS is called.
+    // An ARN outside the capability's (another account's user, known only once the grant names
+    // its requester) is refused before AWS is called.
     let out = s.request("alice", "aws/outside", "10m", "sneaky").await["id"]
         .as_str()
         .expect("id")
@@ -1093,4 +1105,51 @@ stages = [{{ name = "lead", groups = ["leads"], count = 1 }}]
     assert_eq!(listed(&v).len(), 1, "still one request: {v}");
     s.stop().await;
     db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_knows_what_aws_connectors_can_reach() {
+    let Some(moto) = moto().await else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let (text, _) = config("sqlite://unused.db", &moto);
+    let outside = format!(
+        r#"
+[[entitlements]]
+id = "aws/elsewhere"
+max_duration = "1h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/outside"
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+"#
+    );
+    let f = dir.path().join("sallyport.toml");
+    // The tests' own configuration passes (its templated ARN is checked at grant time).
+    std::fs::write(dir.path().join("aws-key"), "k").expect("key");
+    std::fs::write(dir.path().join("aws-secret"), "s").expect("secret");
+    std::fs::write(&f, &text).expect("write");
+    let (code, out) = crate::harness::config_check(&f);
+    assert_eq!(code, 0, "{out}");
+    // A role the capability does not reach fails every grant: config check says so.
+    std::fs::write(&f, format!("{text}{outside}")).expect("write");
+    let (code, out) = crate::harness::config_check(&f);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("aws/elsewhere")
+            && out.contains("role_arn")
+            && out.contains("not among the ARNs `aws-sts` may touch"),
+        "{out}"
+    );
+    // So does an AWS connector without an [aws] section.
+    let start = text.find("[aws]").expect("[aws]");
+    let end = text[start..].find("[secrets.aws_key]").expect("secrets") + start;
+    std::fs::write(&f, format!("{}{}", &text[..start], &text[end..])).expect("write");
+    let (code, out) = crate::harness::config_check(&f);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("there is no [aws] section"), "{out}");
 }

@@ -2,8 +2,6 @@
 //! PIM schedule requests and role assignments) and the real `azure-rbac` plugin, against the
 //! strict in-repo fake of Entra ID, ARM and Graph (`azure_fake.rs`) over https with a test CA.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,9 +10,8 @@ use crate::azure_fake::{
     Assignment, CONTRIBUTOR, FED_SUBJECT, FakeAzure, Fault, READER, SUBSCRIPTION, federated_token,
     iso_seconds,
 };
-use crate::harness::{Backend, Db, Server};
+use crate::harness::{Backend, Db, Server, config_check};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 const T: Duration = Duration::from_secs(30);
 const ALICE: &str = "aaaaaaaa-0000-0000-0000-000000000001";
 const BOB: &str = "bbbbbbbb-0000-0000-0000-000000000002";
@@ -633,22 +630,6 @@ async fn workload_identity_and_refusals() {
     assert_eq!(fake.active(ALICE).len(), before);
     s.stop().await;
     db.cleanup().await;
-}
-
-fn config_check(file: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(file)
-        .output()
-        .expect("config check");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The fake refuses what Azure refuses: a test of the test partner, so a malformed request from

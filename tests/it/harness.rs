@@ -568,3 +568,20 @@ pub fn missing<T>(require: &str, what: &str) -> Option<T> {
     eprintln!("skipped: {what}");
     None
 }
+
+/// `sallyport config check FILE`: (exit code, stdout and stderr together).
+pub fn config_check(file: &Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .expect("config check");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

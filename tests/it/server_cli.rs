@@ -2,13 +2,12 @@
 //! `audit export`, SIGHUP reload, health and metrics, and the OpenAPI document.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Backend, Db, PolicyOptions, Server, Target, policy};
+use crate::harness::{Backend, Db, PolicyOptions, Server, Target, config_check, policy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 
@@ -207,22 +206,6 @@ fn dev_mode_and_the_cli_tour() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn config_check(file: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(file)
-        .output()
-        .expect("config check");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[test]
