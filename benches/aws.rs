@@ -54,7 +54,7 @@ async fn run() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let Ok(mut moto) = Command::new("moto_server")
+    let Ok(moto) = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -63,6 +63,8 @@ async fn run() {
         println!("skipped: moto_server is not installed (pip install 'moto[server]')");
         return;
     };
+    // Killed when the benchmark ends, even by a panic.
+    let _moto = Reaper(moto);
     let moto_url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let start = Instant::now();
@@ -295,6 +297,13 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
         ms(pct(&mut hits, 0.99))
     );
     app.shutdown().await;
-    let _ = moto.kill();
-    let _ = moto.wait();
+}
+
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -123,6 +123,10 @@ pub fn forget(conn: &Conn, entitlement: &str) {
     }
 }
 
+/// Cached credentials are served while the server is unreachable only if they work this much
+/// longer.
+const STALE_FLOOR_MS: i64 = 60_000;
+
 fn still_good(c: &Cached, now: i64) -> bool {
     let exp = c.expiration_ms();
     let lifetime = exp - c.fetched_at_ms;
@@ -170,15 +174,26 @@ async fn mint(c: &Client, entitlement: &str) -> Result<Cached, (u16, String, Str
 /// `--request`) by requesting access and waiting for it.
 async fn credentials(conn: &Conn, entitlement: &str, ask: &RequestOpts) -> Result<Cached, Fail> {
     let path = cache_path(conn, entitlement);
-    if let Some(p) = &path
-        && let Some(c) = read_cache(p)
-        && still_good(&c, now_ms())
+    let cached = path.as_deref().and_then(read_cache);
+    if let Some(c) = &cached
+        && still_good(c, now_ms())
     {
-        return Ok(c);
+        return Ok(c.clone());
     }
     let client = conn.signed_in().map_err(|e| Fail(exit::FAILED, e))?;
     let minted = match mint(&client, entitlement).await {
         Ok(c) => c,
+        // Time to refresh, but the server cannot answer right now: credentials that still work
+        // for a while are better than none (a revoked grant's are denied by AWS anyway).
+        Err((status, _, msg))
+            if (status == 0 || status >= 500)
+                && cached
+                    .as_ref()
+                    .is_some_and(|c| c.expiration_ms() - now_ms() > STALE_FLOOR_MS) =>
+        {
+            eprintln!("warning: could not refresh the credentials ({msg}); using the cached ones");
+            return cached.ok_or_else(|| Fail(exit::FAILED, msg));
+        }
         Err((_, code, msg)) if code == "no_active_grant" => {
             if let Some(p) = &path {
                 let _ = std::fs::remove_file(p);

@@ -243,6 +243,24 @@ fn sts_name(s: &str, max: usize) -> String {
     out
 }
 
+/// `sp-<requester>-<last part of the request id>`, at most 64 characters: a long requester id is
+/// shortened, never the request's part, so CloudTrail always leads back to the request.
+fn session_name(requester: &str, request_id: &str) -> String {
+    let request = sts_name(request_id.rsplit('-').next().unwrap_or(request_id), 40);
+    let room = 64 - "sp--".len() - request.len();
+    format!("sp-{}-{request}", sts_name(requester, room))
+}
+
+/// The requester as STS's source identity (2 to 64 characters).
+fn source_identity(requester: &str) -> String {
+    let id = sts_name(requester, 64);
+    if id.len() < 2 {
+        format!("user-{id}")
+    } else {
+        id
+    }
+}
+
 /// Characters session tag values allow.
 fn tag_value(s: &str) -> String {
     let mut out: String = s
@@ -489,17 +507,7 @@ impl AwsCloud {
             !req.policy_arns.is_empty(),
             end,
         )?;
-        let session_name = sts_name(
-            &format!(
-                "sp-{}-{}",
-                ctx.requester,
-                ctx.request_id
-                    .split('-')
-                    .next_back()
-                    .unwrap_or(&ctx.request_id)
-            ),
-            64,
-        );
+        let session_name = session_name(&ctx.requester, &ctx.request_id);
         let mut call = self
             .sts
             .assume_role()
@@ -507,7 +515,7 @@ impl AwsCloud {
             .role_session_name(session_name)
             .duration_seconds(duration)
             .policy(policy)
-            .source_identity(sts_name(&ctx.requester, 64));
+            .source_identity(source_identity(&ctx.requester));
         for arn in &req.policy_arns {
             call = call.policy_arns(
                 aws_sdk_sts::types::PolicyDescriptorType::builder()
@@ -775,6 +783,16 @@ mod tests {
             sts_name("alice@example.com/x y", 64),
             "alice@example.com-x-y"
         );
+        let long = "a".repeat(100);
+        let name = session_name(&long, "01a2-7bcd-d63b2b877b03");
+        assert_eq!(name.len(), 64);
+        assert!(
+            name.starts_with("sp-aaa") && name.ends_with("-d63b2b877b03"),
+            "{name}"
+        );
+        assert_eq!(session_name("bob", "x-y-z"), "sp-bob-z");
+        assert_eq!(source_identity("q"), "user-q");
+        assert_eq!(source_identity("bo"), "bo");
     }
 
     #[test]

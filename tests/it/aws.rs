@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Db, Server};
+use crate::harness::{Backend, Db, Server, free_port, missing, which};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 const ACCOUNT: &str = "123456789012";
@@ -27,28 +27,15 @@ impl Drop for Moto {
     }
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Start moto, or `None` when it is not installed (CI requires it with SALLYPORT_REQUIRE_AWS).
 pub async fn moto() -> Option<Moto> {
-    if !have("moto_server") || !have("aws") {
-        assert!(
-            std::env::var_os("SALLYPORT_REQUIRE_AWS").is_none(),
-            "SALLYPORT_REQUIRE_AWS is set but moto_server or aws is missing (pip install 'moto[server]' awscli)"
+    if which("moto_server").is_none() || which("aws").is_none() {
+        return missing(
+            "SALLYPORT_REQUIRE_AWS",
+            "moto_server or the aws CLI is not installed (pip install 'moto[server]' awscli)",
         );
-        eprintln!("skipped: moto_server and the aws CLI are not installed");
-        return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -1103,7 +1090,39 @@ stages = [{{ name = "lead", groups = ["leads"], count = 1 }}]
         .get("alice", "/api/v1/requests?entitlement=aws%2Fprod-reviewed")
         .await;
     assert_eq!(listed(&v).len(), 1, "still one request: {v}");
+
+    // Due for a refresh while the server is down: credentials that work a while longer are
+    // served with a warning; ones about to expire are not.
+    let file = std::fs::read_dir(cli.home.join("cache/creds"))
+        .expect("cache")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    let rewrite = |left_ms: i64| {
+        let mut c: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+        let now = jiff::Timestamp::now().as_millisecond();
+        c["Expiration"] = json!(
+            jiff::Timestamp::from_millisecond(now + left_ms)
+                .expect("ts")
+                .to_string()
+        );
+        c["SallyportFetchedAt"] = json!(now - 3_600_000);
+        std::fs::write(&file, c.to_string()).expect("write");
+    };
     s.stop().await;
+    rewrite(180_000);
+    let (code, out, err) = cli.sallyport(&["creds", "aws/prod-reviewed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("using the cached ones"), "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["AccessKeyId"],
+        doc["AccessKeyId"]
+    );
+    rewrite(20_000);
+    let (code, _, err) = cli.sallyport(&["creds", "aws/prod-reviewed"]);
+    assert_eq!(code, 1, "{err}");
     db.cleanup().await;
 }
 
