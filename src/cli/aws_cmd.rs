@@ -192,7 +192,7 @@ async fn credentials(conn: &Conn, entitlement: &str, ask: &RequestOpts) -> Resul
                     .is_some_and(|c| c.expiration_ms() - now_ms() > STALE_FLOOR_MS) =>
         {
             eprintln!("warning: could not refresh the credentials ({msg}); using the cached ones");
-            return cached.ok_or_else(|| Fail(exit::FAILED, msg));
+            return cached.ok_or(Fail(exit::FAILED, msg));
         }
         Err((_, code, msg)) if code == "no_active_grant" => {
             if let Some(p) = &path {
