@@ -729,6 +729,7 @@ async fn audit(
         action: p.action,
         after_seq: p.after_seq,
         limit: p.limit.unwrap_or(1000),
+        ..AuditFilter::default()
     };
     let events = st.service.store().audit(&filter).await?;
     match p.format.as_deref().unwrap_or("json") {

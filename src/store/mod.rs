@@ -88,7 +88,8 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
-/// Filters for the audit log. Results are in chain order.
+/// Filters for the audit log. Results are in chain order, or newest first when
+/// `newest_first` is set.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     /// Events at or after this time.
@@ -101,8 +102,13 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Only this action, or a prefix ending in `.` (`request.`).
     pub action: Option<String>,
+    /// Only events about requests for this entitlement.
+    pub entitlement: Option<String>,
     /// Events after this sequence number (paging).
     pub after_seq: Option<i64>,
+    /// The newest events (highest sequence numbers) first, rather than chain order: the
+    /// latest `limit` events, not the oldest.
+    pub newest_first: bool,
     /// At most this many (capped at 10,000).
     pub limit: u32,
 }

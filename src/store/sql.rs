@@ -623,12 +623,19 @@ impl Store for SqlStore {
                 w.text(|n| format!("action = ${n}"), a.clone());
             }
         }
+        if let Some(e) = &f.entitlement {
+            w.text(
+                |n| format!("subject IN (SELECT id FROM requests WHERE entitlement = ${n})"),
+                e.clone(),
+            );
+        }
         if let Some(s) = f.after_seq {
             w.int(|n| format!("seq > ${n}"), s);
         }
         let limit = i64::from(f.limit.clamp(1, 10_000));
+        let order = if f.newest_first { "seq DESC" } else { "seq" };
         let sql = format!(
-            "SELECT * FROM audit_events{} ORDER BY seq LIMIT {limit}",
+            "SELECT * FROM audit_events{} ORDER BY {order} LIMIT {limit}",
             w.sql()
         );
         let rows = w.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;

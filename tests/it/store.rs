@@ -297,6 +297,43 @@ async fn audit_on(backend: Backend) {
         .await
         .expect("since");
     assert_eq!(since.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    // Newest first: the latest events, not the oldest, when there are more than the limit;
+    // and the entitlement filter is applied by the store, before the limit.
+    s.insert_request(
+        &new_request("r5", "alice", "e/y", 5, 60),
+        &WriteCtx::default(),
+    )
+    .await
+    .expect("insert");
+    let seqs = |v: Vec<sallyport::audit::AuditRecord>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let newest = s
+        .audit(&AuditFilter {
+            newest_first: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("newest");
+    assert_eq!(seqs(newest), vec![6, 5]);
+    let of_x = s
+        .audit(&AuditFilter {
+            entitlement: Some("e/x".into()),
+            newest_first: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("entitlement");
+    assert_eq!(seqs(of_x), vec![5, 4]);
+    let of_y = s
+        .audit(&AuditFilter {
+            entitlement: Some("e/y".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("entitlement");
+    assert_eq!(seqs(of_y), vec![6]);
 
     // Edit.
     tamper(

@@ -659,3 +659,167 @@ async fn cli_login_codes_are_single_use_and_bound_to_the_verifier() {
     assert!(limited, "no rate limit on sign-in");
     server.stop().await;
 }
+
+/// The `#` column of the audit page's rows, top to bottom.
+fn audit_seqs(page: &str) -> Vec<i64> {
+    let body = page.split("<tbody>").nth(1).unwrap_or_default();
+    body.split("<tr><td>")
+        .skip(1)
+        .filter_map(|r| r.split("</td>").next()?.trim().parse().ok())
+        .collect()
+}
+
+/// GET a page with a session cookie: (status, body).
+pub(crate) async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> (u16, String) {
+    let res = http
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get");
+    (res.status().as_u16(), res.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_page_shows_the_newest_events_and_the_export_has_them_all() {
+    use sallyport::domain::Event;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let store = server.app.service.store().clone();
+
+    // More old events than the store hands out in one read (10,000), all in 1970.
+    const FILLER: i64 = 10_050;
+    let filler = |i: i64| Event {
+        at: 1_000_000 + i,
+        actor: "system".into(),
+        action: "test.filler".into(),
+        subject: "token:filler".into(),
+        before: Value::Null,
+        after: Value::Null,
+        channel: Channel::System,
+        plugin: None,
+    };
+    for chunk in (0..FILLER).collect::<Vec<_>>().chunks(2_000) {
+        let events: Vec<Event> = chunk.iter().map(|i| filler(*i)).collect();
+        store
+            .append_events(&events, &WriteCtx::default())
+            .await
+            .expect("append");
+    }
+    // Then alice files a request: the newest events.
+    let (alice, alice_csrf) = session(&server, "alice", &["eng"]).await;
+    let res = http
+        .post(format!("{base}/requests"))
+        .header("cookie", &alice)
+        .form(&[
+            ("csrf", alice_csrf.as_str()),
+            ("entitlement", "app/deploy"),
+            ("duration", "30m"),
+            ("justification", "audit me"),
+        ])
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 303);
+    let id = res.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .trim_start_matches("/requests/")
+        .to_owned();
+    let (dave, _) = session(&server, "dave", &["platform-admins"]).await;
+    let total = store.counts().await.expect("counts").audit_events;
+    assert!(total > FILLER + 2, "{total}");
+
+    // The page: the newest events first, a page of them.
+    let (status, html) = page(&http, &format!("{base}/audit"), &dave).await;
+    assert_eq!(status, 200, "{html}");
+    let seqs = audit_seqs(&html);
+    assert_eq!(seqs.len(), 500, "one page");
+    assert_eq!(seqs[0], total, "the newest event is on top");
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(html.contains(&format!("/requests/{id}")), "alice's request");
+
+    // The person filter, and the entitlement filter.
+    let (_, html) = page(&http, &format!("{base}/audit?actor=alice"), &dave).await;
+    let mine = audit_seqs(&html);
+    assert!(!mine.is_empty() && mine.len() < 10, "{mine:?}");
+    assert!(!html.contains("test.filler") && html.contains("request.created"));
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?entitlement=app%2Fdeploy"),
+        &dave,
+    )
+    .await;
+    assert!(html.contains("request.created") && !html.contains("test.filler"));
+    // The time filters: before 2000 only the filler, since 2000 none of it.
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?until=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let old = audit_seqs(&html);
+    assert_eq!(old.first(), Some(&FILLER), "the newest of the filler");
+    assert!(!html.contains("request.created"));
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?since=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let new = audit_seqs(&html);
+    assert_eq!(new.len() as i64, total - FILLER, "{new:?}");
+    assert!(!html.contains("test.filler"));
+    // A malformed time is said so, not ignored.
+    let (status, html) = page(&http, &format!("{base}/audit?since=yesterday"), &dave).await;
+    assert_eq!(status, 200);
+    assert!(audit_seqs(&html).is_empty() && html.contains("role=\"alert\""));
+
+    // The export: every event, in chain order, beyond any one read of the store.
+    let res = http
+        .get(format!("{base}/audit/export.jsonl"))
+        .header("cookie", &dave)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let body = res.text().await.expect("body");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len() as i64, total, "the whole log");
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l["seq"].as_i64() == Some(i as i64 + 1)),
+        "chain order, nothing skipped"
+    );
+    // ... with the page's filters.
+    let (_, body) = page(
+        &http,
+        &format!("{base}/audit/export.jsonl?actor=alice&since=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), mine.len());
+    assert!(lines.iter().all(|l| l["actor"] == "user:alice"), "{body}");
+
+    // Not an auditor: neither the page nor the export.
+    for path in ["/audit", "/audit/export.jsonl"] {
+        let (status, body) = page(&http, &format!("{base}{path}"), &alice).await;
+        assert_eq!(status, 403, "{path}");
+        assert!(!body.contains("test.filler"), "{path}");
+    }
+    server.stop().await;
+}

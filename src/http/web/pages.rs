@@ -1280,17 +1280,19 @@ struct AuditView {
     filters: AuditQuery,
     rows: Vec<AuditRow>,
     count: usize,
+    /// The page is full: older events exist beyond it.
+    more: bool,
     export: String,
     error: Option<String>,
 }
 
-const AUDIT_PAGE: usize = 500;
+/// Events on the audit page: the newest this many that match.
+const AUDIT_PAGE: u32 = 500;
+/// Events per read while streaming the export.
+const EXPORT_PAGE: u32 = 2000;
 
-async fn audit_records(
-    st: &AppState,
-    user: &WebUser,
-    q: &AuditQuery,
-) -> Result<Vec<crate::audit::AuditRecord>, WebError> {
+/// The store's filter for the audit page's query, for auditors and admins only.
+fn audit_filter(user: &WebUser, q: &AuditQuery) -> Result<AuditFilter, WebError> {
     if !(user.caller.roles.admin || user.caller.roles.auditor) {
         return Err(WebError::new(
             StatusCode::FORBIDDEN,
@@ -1311,29 +1313,14 @@ async fn audit_records(
         a if a.contains(':') => Some(a.to_owned()),
         a => Some(format!("user:{a}")),
     };
-    let filter = AuditFilter {
+    let entitlement = Some(q.entitlement.trim().to_owned()).filter(|e| !e.is_empty());
+    Ok(AuditFilter {
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
         actor,
-        limit: 10_000,
+        entitlement,
         ..AuditFilter::default()
-    };
-    let mut events = st.service.store().audit(&filter).await?;
-    let ent = q.entitlement.trim();
-    if !ent.is_empty() {
-        let requests = st
-            .service
-            .store()
-            .list_requests(&crate::store::RequestFilter {
-                entitlement: Some(ent.to_owned()),
-                limit: 10_000,
-                ..crate::store::RequestFilter::default()
-            })
-            .await?;
-        let ids: std::collections::HashSet<String> = requests.into_iter().map(|r| r.id).collect();
-        events.retain(|e| ids.contains(&e.subject));
-    }
-    Ok(events)
+    })
 }
 
 async fn audit(
@@ -1341,15 +1328,20 @@ async fn audit(
     user: WebUser,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, WebError> {
-    let (events, error) = match audit_records(&st, &user, &q).await {
-        Ok(ev) => (ev, None),
+    let (events, error) = match audit_filter(&user, &q) {
+        Ok(filter) => {
+            let newest = AuditFilter {
+                newest_first: true,
+                limit: AUDIT_PAGE,
+                ..filter
+            };
+            (st.service.store().audit(&newest).await?, None)
+        }
         Err(e) if e.status == StatusCode::BAD_REQUEST => (Vec::new(), Some(e.message)),
         Err(e) => return Err(e),
     };
     let rows: Vec<AuditRow> = events
         .iter()
-        .rev()
-        .take(AUDIT_PAGE)
         .map(|e| AuditRow {
             seq: e.seq,
             at: when(e.at),
@@ -1370,6 +1362,7 @@ async fn audit(
     );
     let view = AuditView {
         count: rows.len(),
+        more: rows.len() == AUDIT_PAGE as usize,
         rows,
         filters: q,
         export,
@@ -1379,13 +1372,69 @@ async fn audit(
     Ok(render(&st, "audit", "Audit log", nav, None, view))
 }
 
+/// Every matching event, in chain order, read a page at a time with `after_seq` and streamed.
+/// The first page is read before answering, so a failing store is an error page; a failure
+/// later aborts the download rather than ending it as if complete.
 async fn audit_export(
     State(st): State<AppState>,
     user: WebUser,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, WebError> {
-    let events = audit_records(&st, &user, &q).await?;
-    Ok(crate::http::views::audit_jsonl(&events))
+    let filter = AuditFilter {
+        limit: EXPORT_PAGE,
+        ..audit_filter(&user, &q)?
+    };
+    let store = st.service.store().clone();
+    let first = store.audit(&filter).await?;
+    struct Cursor {
+        page: Option<Vec<crate::audit::AuditRecord>>,
+        filter: AuditFilter,
+    }
+    let stream = futures::stream::unfold(
+        Some(Cursor {
+            page: Some(first),
+            filter,
+        }),
+        move |cursor| {
+            let store = store.clone();
+            async move {
+                let mut c = cursor?;
+                let page = match c.page.take() {
+                    Some(p) => p,
+                    None => match store.audit(&c.filter).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the audit export failed midway");
+                            return Some((
+                                Err(std::io::Error::other("the audit log could not be read")),
+                                None,
+                            ));
+                        }
+                    },
+                };
+                let last = page.last()?.seq;
+                let mut chunk = String::new();
+                for e in &page {
+                    chunk.push_str(&crate::http::views::audit(e).to_string());
+                    chunk.push('\n');
+                }
+                let more = page.len() == EXPORT_PAGE as usize;
+                c.filter.after_seq = Some(last);
+                Some((Ok::<_, std::io::Error>(chunk), more.then_some(c)))
+            }
+        },
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sallyport-audit.jsonl\"",
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1804,6 +1853,7 @@ mod tests {
                             channel: "web".into(),
                         }],
                         count: 1,
+                        more: true,
                         export: "/audit/export.jsonl".into(),
                         error: Some(EVIL.into()),
                     },
