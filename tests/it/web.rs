@@ -823,3 +823,80 @@ async fn audit_page_shows_the_newest_events_and_the_export_has_them_all() {
     }
     server.stop().await;
 }
+
+/// POST a form with a session cookie: (status, Location).
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let res = http
+        .post(url)
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("post");
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (res.status().as_u16(), loc)
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
+    assert_eq!(page(&http, &format!("{base}/"), &cookie).await.0, 200);
+
+    // Without the CSRF token, sign-out is refused and the session lives on.
+    let (status, _) = post_form(&http, &format!("{base}/signout"), &cookie, &[]).await;
+    assert_eq!(status, 403);
+    assert_eq!(page(&http, &format!("{base}/"), &cookie).await.0, 200);
+
+    let res = http
+        .post(format!("{base}/signout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("signout");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/signin?error=signed_out");
+    let cleared = res.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(
+        cleared.starts_with("sallyport_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // The browser may keep the old cookie (or someone may have copied it): it opens nothing.
+    let res = http
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/signin?next=%2F");
+    let (status, loc) = post_form(
+        &http,
+        &format!("{base}/requests"),
+        &cookie,
+        &[
+            ("csrf", csrf.as_str()),
+            ("entitlement", "app/deploy"),
+            ("justification", "after sign-out"),
+        ],
+    )
+    .await;
+    assert_eq!((status, loc.as_str()), (303, "/signin?next=%2F"));
+    server.stop().await;
+}
