@@ -54,6 +54,22 @@ revoke = {{ method = "DELETE", url = "{target}/grants/{{{{request.id}}}}" }}
 [entitlements.approval]
 plugin = "quorum"
 settings = {{ stages = [{{ name = "team lead", groups = ["leads"], count = 1 }}] }}
+
+[[entitlements]]
+id = "db/prod"
+description = "Production database, read-write (two leads approve)"
+max_duration = "1h"
+default_duration = "15m"
+ticket_required = true
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "http"
+[entitlements.connector.settings]
+grant = {{ method = "PUT", url = "{target}/grants/{{{{request.id}}}}", body = {{ user = "{{{{requester.id}}}}" }} }}
+revoke = {{ method = "DELETE", url = "{target}/grants/{{{{request.id}}}}" }}
+[entitlements.approval]
+plugin = "quorum"
+settings = {{ stages = [{{ name = "two leads", groups = ["leads"], count = 2 }}] }}
 "#
     )
 }
@@ -898,5 +914,85 @@ async fn signing_out_ends_the_session_on_the_server() {
     )
     .await;
     assert_eq!((status, loc.as_str()), (303, "/signin?next=%2F"));
+    server.stop().await;
+}
+
+/// File a request through the web form as the session `cookie`; its id.
+pub(crate) async fn file_request(
+    http: &reqwest::Client,
+    base: &str,
+    (cookie, csrf): (&str, &str),
+    form: &[(&str, &str)],
+) -> String {
+    let mut f = form.to_vec();
+    f.push(("csrf", csrf));
+    let (status, loc) = post_form(http, &format!("{base}/requests"), cookie, &f).await;
+    assert_eq!(status, 303, "filing {form:?}");
+    loc.trim_start_matches("/requests/").to_owned()
+}
+
+#[tokio::test]
+async fn the_review_form_is_offered_only_to_those_who_may_still_review() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let bill = session(&server, "bill", &["leads"]).await;
+    let carol = session(&server, "carol", &["security"]).await;
+    // Two leads must approve.
+    let id = file_request(
+        &http,
+        &base,
+        (&alice.0, &alice.1),
+        &[
+            ("entitlement", "db/prod"),
+            ("justification", "migrate"),
+            ("ticket", "INC-9"),
+        ],
+    )
+    .await;
+    let url = format!("{base}/requests/{id}");
+    let offered = |html: &str| html.contains("id=\"approve\"") && html.contains("id=\"deny\"");
+
+    let (_, html) = page(&http, &url, &bob.0).await;
+    assert!(offered(&html), "bob is eligible");
+    let (_, html) = page(&http, &url, &carol.0).await;
+    assert!(!offered(&html), "carol is not a lead");
+    let (_, html) = page(&http, &url, &alice.0).await;
+    assert!(!offered(&html), "the requester (no break-glass)");
+
+    // bob approves; the request still waits for a second lead.
+    let (status, loc) = post_form(
+        &http,
+        &format!("{url}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve"), ("comment", "ok")],
+    )
+    .await;
+    assert_eq!(
+        (status, loc.as_str()),
+        (303, &*format!("/requests/{id}?done=reviewed"))
+    );
+    let (_, html) = page(&http, &url, &bob.0).await;
+    assert!(
+        html.contains("id=\"request-state\">pending<"),
+        "still pending"
+    );
+    assert!(!offered(&html), "bob has reviewed: no second form");
+    let (_, html) = page(&http, &url, &bill.0).await;
+    assert!(offered(&html), "bill, the other lead, still may");
+    // And the service refuses bob's second review anyway.
+    let (status, _) = post_form(
+        &http,
+        &format!("{url}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve")],
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}");
     server.stop().await;
 }

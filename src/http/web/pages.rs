@@ -981,13 +981,9 @@ async fn request_page(
     let mine = r.requester.id == p.id;
     let active = r.is_active_at(now);
     let can = Can {
-        // The service decides; this only offers the form to those it may accept.
-        review: r.state == ReqState::Pending
-            && if mine {
-                r.break_glass_allowed
-            } else {
-                r.requirements.iter().any(|q| q.admits(p))
-            },
+        // The service decides; this only offers the form to those it may accept, by the
+        // domain's own rule (pending, eligible, not yet reviewed, own only with break-glass).
+        review: r.may_review(p),
         end: mine && active,
         cancel: mine && r.state == ReqState::Pending,
         revoke: matches!(r.state, ReqState::Approved | ReqState::Active)
