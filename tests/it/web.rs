@@ -996,3 +996,397 @@ async fn the_review_form_is_offered_only_to_those_who_may_still_review() {
     assert!((400..500).contains(&status), "{status}");
     server.stop().await;
 }
+
+/// The value of the hidden `csrf` field of the form posting to `action` in `html`.
+pub(crate) fn form_csrf(html: &str, action: &str) -> String {
+    let form = html
+        .split("<form")
+        .skip(1)
+        .find(|f| f.contains(&format!("action=\"{action}\"")))
+        .unwrap_or_else(|| panic!("no form posting to {action} in:\n{html}"));
+    form.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("the form posting to {action} has no CSRF field"))
+        .to_owned()
+}
+
+async fn stored(server: &Server, id: &str) -> sallyport::domain::Request {
+    server
+        .app
+        .service
+        .store()
+        .get_request(id)
+        .await
+        .expect("get")
+        .expect("exists")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_cancel_deny_revoke_and_the_timeline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    // bill leads too, but does not review.
+    let bill = session(&server, "bill", &["leads"]).await;
+    let deploy = [
+        ("entitlement", "app/deploy"),
+        ("duration", "30m"),
+        ("justification", "ship it"),
+    ];
+
+    // Cancel: only with the token, only the requester; then it is withdrawn.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let cancel = format!("{base}/requests/{id}/cancel");
+    let (status, _) = post_form(&http, &cancel, &alice.0, &[]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _) = post_form(&http, &cancel, &bob.0, &[("csrf", &bob.1)]).await;
+    assert!(
+        (400..500).contains(&status),
+        "bob cancelled alice's request"
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "pending");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    assert_eq!(form_csrf(&html, &format!("/requests/{id}/cancel")), alice.1);
+    let (status, loc) = post_form(&http, &cancel, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!(
+        (status, loc),
+        (303, format!("/requests/{id}?done=cancelled"))
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "cancelled");
+    let (_, html) = page(
+        &http,
+        &format!("{base}{}", format_args!("/requests/{id}?done=cancelled")),
+        &alice.0,
+    )
+    .await;
+    assert!(html.contains("Your request is withdrawn."), "{html}");
+    assert!(
+        !html.contains(&format!("/requests/{id}/cancel")),
+        "nothing left to cancel"
+    );
+
+    // Deny: a denial needs a comment; with one, it is denied and the comment shown.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let review = format!("{base}/requests/{id}/review");
+    let res = http
+        .post(&review)
+        .header("cookie", &bob.0)
+        .form(&[
+            ("csrf", bob.1.as_str()),
+            ("verdict", "deny"),
+            ("comment", "  "),
+        ])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("A denial needs a reason")
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "pending");
+    let (status, _) = post_form(
+        &http,
+        &review,
+        &bob.0,
+        &[
+            ("csrf", &bob.1),
+            ("verdict", "deny"),
+            ("comment", "not during the freeze"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(stored(&server, &id).await.state.as_str(), "denied");
+    // The requester's page: the review with its comment, and a timeline from the audit log.
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    let reviews = html
+        .split("id=\"rev-h\"")
+        .nth(1)
+        .expect("a reviews section");
+    assert!(
+        reviews.contains("<strong>bob</strong> denied")
+            && reviews.contains("not during the freeze"),
+        "{reviews}"
+    );
+    let timeline = html.split("class=\"timeline\"").nth(1).expect("a timeline");
+    let timeline = timeline.split("</ol>").next().unwrap_or_default();
+    for (action, actor) in [
+        ("request.created", "user:alice"),
+        ("review.denied", "user:bob"),
+        ("request.denied", ""),
+    ] {
+        let line = timeline
+            .split("<li>")
+            .find(|l| l.contains(&format!("<strong>{action}</strong>")))
+            .unwrap_or_else(|| panic!("{action} not in the timeline: {timeline}"));
+        assert!(line.contains(actor), "{line}");
+    }
+    let events = server
+        .app
+        .service
+        .store()
+        .audit(&sallyport::store::AuditFilter {
+            subject: Some(id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(
+        timeline.matches("<li>").count(),
+        events.len(),
+        "every event of the request"
+    );
+
+    // Revoke: not by a bystander; by its approver, with a reason; the access goes.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let (status, _) = post_form(
+        &http,
+        &format!("{base}/requests/{id}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    eventually("active", Duration::from_secs(20), || async {
+        stored(&server, &id).await.state.as_str() == "active"
+    })
+    .await;
+    assert!(target.has_grant(&id));
+    let revoke = format!("{base}/requests/{id}/revoke");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &bill.0).await;
+    assert!(
+        !html.contains(&format!("/requests/{id}/revoke")),
+        "offered to bill"
+    );
+    let (status, _) = post_form(
+        &http,
+        &revoke,
+        &bill.0,
+        &[("csrf", &bill.1), ("reason", "x")],
+    )
+    .await;
+    // bill neither approved nor is an admin: the decided request is not even his to see.
+    assert_eq!(status, 404, "bill revoked");
+    let (status, _) = post_form(&http, &revoke, &bob.0, &[("reason", "suspicious")]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    assert_eq!(stored(&server, &id).await.state.as_str(), "active");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &bob.0).await;
+    assert_eq!(form_csrf(&html, &format!("/requests/{id}/revoke")), bob.1);
+    let (status, loc) = post_form(
+        &http,
+        &revoke,
+        &bob.0,
+        &[("csrf", &bob.1), ("reason", "suspicious activity")],
+    )
+    .await;
+    assert_eq!((status, loc), (303, format!("/requests/{id}?done=revoked")));
+    assert_eq!(stored(&server, &id).await.state.as_str(), "revoked");
+    eventually(
+        "access removed at the target",
+        Duration::from_secs(20),
+        || async { !target.has_grant(&id) },
+    )
+    .await;
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    assert!(
+        html.contains("suspicious activity") && html.contains("<strong>request.revoked</strong>")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_revoked_from_the_tokens_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let p = Principal {
+        id: "alice".into(),
+        email: None,
+        name: None,
+        groups: vec!["eng".into()],
+    };
+    let (api, rec) = server
+        .app
+        .service
+        .issue_token(&p, "laptop cli", 3600, Channel::Api, &WriteCtx::default())
+        .await
+        .expect("token");
+    let me = || async {
+        http.get(format!("{base}/api/v1/me"))
+            .bearer_auth(&api)
+            .send()
+            .await
+            .expect("me")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(me().await, 200);
+    let (_, html) = page(&http, &format!("{base}/tokens"), &alice.0).await;
+    assert!(html.contains("laptop cli"), "{html}");
+    let action = format!("/tokens/{}/revoke", rec.id);
+    assert_eq!(form_csrf(&html, &action), alice.1);
+    let url = format!("{base}{action}");
+
+    // Not without the token, not by someone else.
+    let (status, _) = post_form(&http, &url, &alice.0, &[]).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_form(&http, &url, &bob.0, &[("csrf", &bob.1)]).await;
+    assert_eq!(status, 404, "bob revoked alice's token");
+    assert_eq!(me().await, 200);
+
+    let (status, loc) = post_form(&http, &url, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!((status, loc.as_str()), (303, "/tokens?done=token_revoked"));
+    assert_eq!(me().await, 401, "the API refuses a revoked token");
+    let (_, html) = page(&http, &format!("{base}/tokens"), &alice.0).await;
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("laptop cli"))
+        .expect("still listed");
+    assert!(row.contains("revoked") && !row.contains(&action), "{row}");
+    let (status, _) = post_form(&http, &url, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!(status, 404, "only once");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_dev_user_picker_works_only_in_dev_mode_and_checks_csrf() {
+    use sallyport::app::Options;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("dev.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let server = Server::start_with(
+        &policy,
+        dir.path(),
+        Options {
+            dev: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let base = server.url();
+    let http = no_redirects();
+
+    let res = http
+        .get(format!("{base}/signin?next=%2Fapprovals"))
+        .send()
+        .await
+        .expect("signin");
+    let pre = res.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pre cookie")
+        .to_owned();
+    assert!(pre.starts_with("sallyport_pre="), "{pre}");
+    let html = res.text().await.expect("page");
+    assert!(html.contains("<option value=\"alice\">"), "{html}");
+    let csrf = form_csrf(&html, "/signin/dev");
+    let signin = format!("{base}/signin/dev");
+    let sessions = |res: &reqwest::Response| {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("sallyport_session=") && !c.contains("Max-Age=0"))
+            .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+    };
+
+    // Without the pre-sign-in cookie's token, or with another browser's: refused.
+    for (cookie, token) in [
+        (pre.as_str(), ""),
+        (pre.as_str(), "0000"),
+        ("sallyport_pre=other", csrf.as_str()),
+    ] {
+        let res = http
+            .post(&signin)
+            .header("cookie", cookie)
+            .form(&[("csrf", token), ("user", "alice"), ("next", "/")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403);
+        assert!(sessions(&res).is_none(), "a session was started");
+    }
+    // An unknown user: no session either.
+    let res = http
+        .post(&signin)
+        .header("cookie", &pre)
+        .form(&[("csrf", csrf.as_str()), ("user", "mallory")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 404);
+    assert!(sessions(&res).is_none());
+
+    // With it: alice, with her directory groups, back where she was going.
+    let res = http
+        .post(&signin)
+        .header("cookie", &pre)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("user", "alice"),
+            ("next", "/approvals"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/approvals");
+    let session = sessions(&res).expect("a session cookie");
+    let (status, html) = page(&http, &format!("{base}/requests/new"), &session).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("title=\"alice\"") && html.contains("app/auto"),
+        "eng may request"
+    );
+    server.stop().await;
+
+    // Outside dev mode there is no picker, and the endpoint does not exist.
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("prod.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let server = Server::start_in(&policy, dir.path()).await;
+    let base = server.url();
+    let res = http
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .expect("signin");
+    let pre = res.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pre cookie")
+        .to_owned();
+    let html = res.text().await.expect("page");
+    assert!(!html.contains("/signin/dev") && !html.contains("value=\"alice\""));
+    let csrf = sallyport::http::web::csrf_for(pre.trim_start_matches("sallyport_pre="));
+    let res = http
+        .post(format!("{base}/signin/dev"))
+        .header("cookie", &pre)
+        .form(&[("csrf", csrf.as_str()), ("user", "alice")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 404);
+    assert!(sessions(&res).is_none());
+    server.stop().await;
+}
