@@ -668,6 +668,7 @@ async fn cli_login_codes_are_single_use_and_bound_to_the_verifier() {
             .await
             .expect("exchange");
         if res.status() == 429 {
+            assert!(res.headers().contains_key("retry-after"), "no Retry-After");
             limited = true;
             break;
         }
@@ -1388,5 +1389,109 @@ async fn the_dev_user_picker_works_only_in_dev_mode_and_checks_csrf() {
         .expect("post");
     assert_eq!(res.status(), 404);
     assert!(sessions(&res).is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reviews_are_rate_limited_per_reviewer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let bill = session(&server, "bill", &["leads"]).await;
+    let id = file_request(
+        &http,
+        &base,
+        (&alice.0, &alice.1),
+        &[
+            ("entitlement", "db/prod"),
+            ("justification", "migrate"),
+            ("ticket", "INC-9"),
+        ],
+    )
+    .await;
+    let review = format!("{base}/requests/{id}/review");
+
+    // bob's first review counts; then he keeps posting (refused: he has reviewed) until the
+    // limit (60 a minute) answers 429 with Retry-After. Bounded: 100 posts at most.
+    let started = std::time::Instant::now();
+    let mut limited = None;
+    for n in 1..=100 {
+        let res = http
+            .post(&review)
+            .header("cookie", &bob.0)
+            .form(&[("csrf", bob.1.as_str()), ("verdict", "approve")])
+            .send()
+            .await
+            .expect("review");
+        if res.status() == 429 {
+            let wait: u64 = res.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("Retry-After in seconds");
+            assert!((1..=60).contains(&wait), "{wait}");
+            let body = res.text().await.expect("body");
+            assert!(
+                body.contains("Slow down") && body.contains("request-id"),
+                "{body}"
+            );
+            limited = Some(n);
+            break;
+        }
+        assert!(res.status().is_redirection() || res.status().is_client_error());
+        assert!(started.elapsed() < Duration::from_secs(30), "too slow");
+    }
+    assert_eq!(limited, Some(61), "the 61st review in a minute is refused");
+    // The API's review endpoint shares bob's limit.
+    let (api, _) = server
+        .app
+        .service
+        .issue_token(
+            &Principal {
+                id: "bob".into(),
+                email: None,
+                name: None,
+                groups: vec!["leads".into()],
+            },
+            "cli",
+            3600,
+            Channel::Api,
+            &WriteCtx::default(),
+        )
+        .await
+        .expect("token");
+    let res = http
+        .post(format!("{base}/api/v1/requests/{id}/reviews"))
+        .bearer_auth(&api)
+        .json(&serde_json::json!({ "verdict": "approve" }))
+        .send()
+        .await
+        .expect("api review");
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    // Per reviewer: bill is not slowed down, and his approval completes the quorum.
+    let (status, _) = post_form(
+        &http,
+        &review,
+        &bill.0,
+        &[("csrf", &bill.1), ("verdict", "approve")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let r = server
+        .app
+        .service
+        .store()
+        .get_request(&id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(r.reviews.len(), 2, "bob once, bill once");
+    assert_ne!(r.state.as_str(), "pending");
     server.stop().await;
 }
