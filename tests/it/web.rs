@@ -10,7 +10,9 @@ use sallyport::domain::{Channel, Principal};
 use sallyport::store::{TokenScope, WriteCtx};
 use serde_json::Value;
 
-use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot, set_width};
+use crate::browser_harness::{
+    Browser, OidcProvider, oidc_http_sign_in, oidc_sign_in, screenshot, set_width,
+};
 use crate::harness::{Server, Target, eventually, free_port};
 
 fn config(port: u16, db: &str, target: &str, oidc: Option<(&str, &str)>) -> String {
@@ -1494,4 +1496,151 @@ async fn reviews_are_rate_limited_per_reviewer() {
     assert_eq!(r.reviews.len(), 2, "bob once, bill once");
     assert_ne!(r.state.as_str(), "pending");
     server.stop().await;
+}
+
+/// The `sallyport_session` cookie a response sets, if any (not a deletion).
+fn session_set(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("sallyport_session=") && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_callbacks_are_single_use_and_bound_to_the_browser() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let Some(idp) = OidcProvider::start(&[format!("{base}/auth/callback")]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).expect("secret");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(
+        &config(
+            port,
+            &db,
+            &target.url(),
+            Some((&idp.issuer, &idp.client_id)),
+        ),
+        dir.path(),
+    )
+    .await;
+    let http = no_redirects();
+    let sessions_of = |user: &'static str| {
+        let store = server.app.service.store().clone();
+        async move {
+            store
+                .list_tokens(user)
+                .await
+                .expect("tokens")
+                .into_iter()
+                .filter(|t| t.scope == TokenScope::Web)
+                .count()
+        }
+    };
+    // One sign-in at the provider: this browser's pre-sign-in cookie and the callback URL.
+    let start = || async {
+        let res = http
+            .get(format!("{base}/signin?next=%2Ftokens"))
+            .send()
+            .await
+            .expect("signin");
+        let pre = res.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("pre")
+            .to_owned();
+        let res = http
+            .get(format!("{base}/signin/oidc?next=%2Ftokens"))
+            .header("cookie", &pre)
+            .send()
+            .await
+            .expect("signin/oidc");
+        assert_eq!(res.status(), 303);
+        let auth = res.headers()["location"].to_str().expect("loc").to_owned();
+        (pre, auth)
+    };
+    let callback = |url: url::Url, cookie: Option<String>| {
+        let http = http.clone();
+        async move {
+            let mut req = http.get(url);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            req.send().await.expect("callback")
+        }
+    };
+
+    // The authorization request carries PKCE (S256) and a nonce, and the provider requires
+    // PKCE: without a code challenge it refuses.
+    let (_, auth) = start().await;
+    let u = url::Url::parse(&auth).expect("auth url");
+    let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256"),
+        "{auth}"
+    );
+    assert!(q.contains_key("code_challenge") && q.contains_key("nonce") && q.contains_key("state"));
+    let mut bare = u.clone();
+    bare.query_pairs_mut()
+        .clear()
+        .extend_pairs(q.iter().filter(|(k, _)| !k.starts_with("code_challenge")));
+    let refused = oidc_http_sign_in(bare.as_str(), "alice").await;
+    let refused = match refused {
+        Ok(back) => back.to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("invalid_request"), "{refused}");
+
+    // A callback in a browser without the pre-sign-in cookie: refused, nothing signed in;
+    // the state is spent, so the browser that started it cannot finish it either.
+    let (pre, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    assert_eq!(back.path(), "/auth/callback");
+    let res = callback(back.clone(), None).await;
+    assert_eq!(res.status(), 400);
+    assert!(session_set(&res).is_none());
+    assert!(res.text().await.expect("body").contains("another browser"));
+    let res = callback(back, Some(pre)).await;
+    assert_eq!(res.status(), 400, "a refused state stays spent");
+    assert!(session_set(&res).is_none());
+    // ... or with another browser's pre-sign-in cookie.
+    let (_, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    let res = callback(back, Some("sallyport_pre=another-browser".into())).await;
+    assert_eq!(res.status(), 400);
+    assert!(session_set(&res).is_none());
+    assert_eq!(sessions_of("alice").await, 0, "nothing is signed in");
+
+    // The browser that started it: signed in, once. The same callback again is refused.
+    let (pre, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    let res = callback(back.clone(), Some(pre.clone())).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/tokens");
+    let session = session_set(&res).expect("a session");
+    assert_eq!(
+        page(&http, &format!("{base}/tokens"), &session).await.0,
+        200
+    );
+    assert_eq!(sessions_of("alice").await, 1);
+    let res = callback(back, Some(pre)).await;
+    assert_eq!(res.status(), 400, "a reused state");
+    assert!(session_set(&res).is_none());
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("unknown, used or expired")
+    );
+    assert_eq!(sessions_of("alice").await, 1, "the replay signed nobody in");
+    server.stop().await;
+    drop(idp);
 }
