@@ -106,6 +106,24 @@ async fn sign_in(c: &Client, base: &str, who: &str) {
     assert!(!name.is_empty(), "signed in as {who}");
 }
 
+/// The page shown is no wider than the window: nothing scrolls sideways.
+async fn assert_fits(c: &Client, what: &str) {
+    let w = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("js");
+    let (Some(scroll), Some(inner)) = (w[0].as_u64(), w[1].as_u64()) else {
+        panic!("{what}: no widths: {w}");
+    };
+    assert!(
+        scroll <= inner,
+        "{what} is {scroll} px wide in a {inner} px window"
+    );
+}
+
 async fn sign_out(c: &Client) {
     click(c, ".signout button").await;
     let _ = text(c, "#signin-oidc").await;
@@ -223,6 +241,7 @@ async fn browser_request_approve_end_and_cli_login() {
     .await;
     screenshot(&c, "home-active").await;
     set_width(&c, 390, 844).await;
+    assert_fits(&c, "home with an active grant at phone width").await;
     screenshot(&c, "home-phone").await;
     set_width(&c, 1280, 900).await;
     click(&c, ".grant button.danger").await;
@@ -332,6 +351,35 @@ async fn browser_request_approve_end_and_cli_login() {
         .await
         .expect("catalog");
     screenshot(&c, "catalog").await;
+
+    // At phone width no main page scrolls sideways.
+    set_width(&c, 390, 844).await;
+    let detail = format!("/requests/{id}");
+    for path in [
+        "/",
+        "/requests/new",
+        detail.as_str(),
+        "/approvals",
+        "/entitlements",
+        "/audit",
+        "/tokens",
+    ] {
+        c.goto(&format!("{base}{path}")).await.expect("goto");
+        let _ = text(&c, "h1").await;
+        assert_fits(&c, &format!("{path} at 390 px")).await;
+    }
+    // The check can fail: a page made too wide is caught.
+    let wide = c
+        .execute(
+            "const d = document.createElement('div'); d.style.width = '2000px'; \
+             d.textContent = 'wide'; document.body.appendChild(d); \
+             return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .expect("js");
+    assert_eq!(wide, Value::Bool(true), "the width check sees nothing");
+    set_width(&c, 1280, 900).await;
 
     browser.close().await;
     server.stop().await;

@@ -1671,11 +1671,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{name} does not render: {e}"))
     }
 
-    /// Every page template renders from its typed view (strict mode: a field the template
-    /// names and the view lacks fails), and hostile text comes out escaped.
-    #[test]
-    fn every_template_renders_and_escapes() {
-        let t = Templates::new().expect("templates");
+    /// Every page template, rendered from a sample of its typed view full of hostile text.
+    fn rendered_pages(t: &Templates) -> Vec<(&'static str, String)> {
         let grant = || GrantView {
             id: "r1".into(),
             entitlement: "app/x".into(),
@@ -1907,6 +1904,15 @@ mod tests {
         for (name, view) in super::super::links::sample_views(EVIL) {
             rendered.push((name, page(&t, name, view)));
         }
+        rendered
+    }
+
+    /// Every page template renders from its typed view (strict mode: a field the template
+    /// names and the view lacks fails), and hostile text comes out escaped.
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let t = Templates::new().expect("templates");
+        let rendered = rendered_pages(&t);
         for (name, html) in &rendered {
             assert!(!html.contains(EVIL), "{name}: raw hostile text");
             assert!(
@@ -1928,5 +1934,193 @@ mod tests {
             serde_json::json!({"title": "t", "flash": null, "nav": {"user": null, "dev": false}});
         let e = t.render("error", &missing).expect_err("strict mode");
         assert!(e.contains("heading"), "{e}");
+    }
+
+    /// Every form control a person fills in has a name for assistive technology: an `id` with
+    /// a matching `<label for>`, or an `aria-label`.
+    #[test]
+    fn every_form_control_has_a_label() {
+        let t = Templates::new().expect("templates");
+        let control = regex::Regex::new(r"<(input|select|textarea)\b([^>]*)>").expect("regex");
+        let attr = |attrs: &str, name: &str| {
+            regex::Regex::new(&format!(r#"(?:^|\s){name}="([^"]*)""#))
+                .expect("regex")
+                .captures(attrs)
+                .map(|c| c[1].to_owned())
+        };
+        let mut checked = 0;
+        for (name, html) in rendered_pages(&t) {
+            for c in control.captures_iter(&html) {
+                let attrs = &c[2];
+                if matches!(
+                    attr(attrs, "type").as_deref(),
+                    Some("hidden" | "submit" | "button")
+                ) {
+                    continue;
+                }
+                checked += 1;
+                if attr(attrs, "aria-label").is_some_and(|l| !l.trim().is_empty()) {
+                    continue;
+                }
+                let id = attr(attrs, "id").unwrap_or_else(|| {
+                    panic!("{name}: `{}` has neither an id nor an aria-label", &c[0])
+                });
+                assert!(
+                    html.contains(&format!("<label for=\"{id}\"")),
+                    "{name}: no <label for=\"{id}\"> for `{}`",
+                    &c[0]
+                );
+                assert_eq!(
+                    html.matches(&format!(" id=\"{id}\"")).count(),
+                    1,
+                    "{name}: the id {id} is not unique"
+                );
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} controls: is the check still looking?"
+        );
+    }
+
+    /// Buttons and links repeated once per row say which row they act on, for screen readers
+    /// that list them out of context.
+    #[test]
+    fn repeated_buttons_name_what_they_act_on() {
+        let t = Templates::new().expect("templates");
+        let pages = rendered_pages(&t);
+        let html = |n: &str| {
+            pages
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, h)| h.clone())
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert!(
+            html("home").contains(r#"aria-label="End app/x now">End now</button>"#),
+            "home"
+        );
+        assert!(
+            html("tokens").contains(
+                r#"aria-label="Revoke browser session &lt;script&gt;alert(1)&lt;/script&gt;, created now">Revoke</button>"#
+            ),
+            "tokens"
+        );
+        assert!(
+            html("entitlements").contains(r#"aria-label="Request app/x">Request</a>"#),
+            "catalog"
+        );
+    }
+
+    /// `#rrggbb` or `#rgb` as linear-light relative luminance (WCAG 2.x).
+    fn luminance(hex: &str) -> Option<f64> {
+        let h = hex.trim().strip_prefix('#')?;
+        let full: String = match h.len() {
+            3 => h.chars().flat_map(|c| [c, c]).collect(),
+            6 => h.to_owned(),
+            _ => return None,
+        };
+        let channel = |i: usize| -> Option<f64> {
+            let v = f64::from(u8::from_str_radix(full.get(i..i + 2)?, 16).ok()?) / 255.0;
+            Some(if v <= 0.040_45 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            })
+        };
+        Some(0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?)
+    }
+
+    fn contrast(a: &str, b: &str) -> f64 {
+        let (la, lb) = (
+            luminance(a).unwrap_or_else(|| panic!("not a colour: {a}")),
+            luminance(b).unwrap_or_else(|| panic!("not a colour: {b}")),
+        );
+        (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+    }
+
+    #[test]
+    fn contrast_is_computed_as_wcag_defines_it() {
+        assert!((contrast("#000", "#fff") - 21.0).abs() < 1e-9);
+        assert!((contrast("#777777", "#ffffff") - 4.48).abs() < 0.01);
+    }
+
+    /// The stylesheet's text colours meet WCAG AA (4.5:1) on the backgrounds they are used
+    /// on, and the focus ring is visible (3:1) both on white pages and in the dark header.
+    #[test]
+    fn stylesheet_colours_meet_wcag_contrast() {
+        let css = super::super::templates::STATIC
+            .iter()
+            .find(|(n, _, _)| *n == "app.css")
+            .map(|(_, _, body)| *body)
+            .expect("app.css");
+        let vars: std::collections::HashMap<String, String> =
+            regex::Regex::new(r"--([a-z-]+):\s*(#[0-9a-fA-F]{3,6})\b")
+                .expect("regex")
+                .captures_iter(css)
+                .map(|c| (c[1].to_owned(), c[2].to_owned()))
+                .collect();
+        let resolve = |v: &str| -> Option<String> {
+            let v = v.trim();
+            match v.strip_prefix("var(--").and_then(|r| r.strip_suffix(')')) {
+                Some(name) => vars.get(name).cloned(),
+                None => luminance(v).map(|_| v.to_owned()),
+            }
+        };
+        let var = |n: &str| vars.get(n).cloned().unwrap_or_else(|| panic!("--{n}"));
+        // Text colours on the page and on panels (cards, table heads).
+        for fg in ["fg", "muted", "accent", "danger", "ok", "warn"] {
+            for bg in ["bg", "panel"] {
+                let c = contrast(&var(fg), &var(bg));
+                assert!(c >= 4.5, "--{fg} on --{bg}: {c:.2}:1");
+            }
+        }
+        // Every rule that sets a background: its text colour (inherited --fg if unset) on it.
+        let mut rules = std::collections::HashMap::new();
+        for block in css.split('}') {
+            let Some((selector, decls)) = block.rsplit_once('{') else {
+                continue;
+            };
+            let decl = |key: &str| {
+                decls
+                    .split(';')
+                    .filter_map(|d| d.split_once(':'))
+                    .find(|(k, _)| k.trim() == key)
+                    .map(|(_, v)| v.trim().to_owned())
+            };
+            let Some(bg) = decl("background")
+                .or_else(|| decl("background-color"))
+                .and_then(|b| resolve(&b))
+            else {
+                continue;
+            };
+            let fg = decl("color")
+                .and_then(|c| resolve(&c))
+                .unwrap_or_else(|| var("fg"));
+            let selector = selector.trim().to_owned();
+            let c = contrast(&fg, &bg);
+            assert!(c >= 4.5, "`{selector}`: {fg} on {bg} is {c:.2}:1");
+            rules.insert(selector, bg);
+        }
+        assert!(
+            rules.len() >= 8,
+            "only {} rules with a background",
+            rules.len()
+        );
+        // Focus: the outer ring against the page, the inner one against the header (non-text
+        // contrast, 3:1). The focus rule must draw both.
+        let header = rules.get("header.top").expect("the header's background");
+        let focus_rule = css
+            .lines()
+            .find(|l| l.starts_with(":focus-visible"))
+            .expect(":focus-visible rule");
+        assert!(
+            focus_rule.contains("var(--focus)") && focus_rule.contains("var(--focus-ring)"),
+            "{focus_rule}"
+        );
+        let outer = contrast(&var("focus-ring"), &var("bg"));
+        assert!(outer >= 3.0, "focus ring on the page: {outer:.2}:1");
+        let inner = contrast(&var("focus"), header);
+        assert!(inner >= 3.0, "focus ring in the header: {inner:.2}:1");
     }
 }
