@@ -1692,3 +1692,248 @@ async fn oidc_callbacks_are_single_use_and_bound_to_the_browser() {
     server.stop().await;
     drop(idp);
 }
+
+/// A browser without JavaScript: it follows redirects, keeps cookies, and submits the forms
+/// of the pages it is shown with their hidden fields. Nothing else.
+struct FormsOnly {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl FormsOnly {
+    fn new(base: &str) -> FormsOnly {
+        FormsOnly {
+            http: no_redirects(),
+            base: base.to_owned(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn keep(&mut self, res: &reqwest::Response) {
+        for c in res.headers().get_all("set-cookie") {
+            let pair = c
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Send, then follow redirects (at most 5): (status, final path, page).
+    async fn send(
+        &mut self,
+        mut path: String,
+        mut form: Option<Vec<(String, String)>>,
+    ) -> (u16, String, String) {
+        for _ in 0..5 {
+            let url = format!("{}{path}", self.base);
+            let mut req = match form.take() {
+                Some(f) => self.http.post(&url).form(&f),
+                None => self.http.get(&url),
+            };
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header("cookie", jar.join("; "));
+            let res = req.send().await.expect("send");
+            self.keep(&res);
+            if res.status().is_redirection() {
+                path = res.headers()["location"]
+                    .to_str()
+                    .expect("location")
+                    .to_owned();
+                assert!(path.starts_with('/'), "off-site: {path}");
+                continue;
+            }
+            let status = res.status().as_u16();
+            return (status, path, res.text().await.expect("page"));
+        }
+        panic!("more than 5 redirects");
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, String) {
+        self.send(path.to_owned(), None).await
+    }
+
+    /// Submit the form of `html` that posts to `action`: its hidden fields, plus `fields`.
+    async fn submit(
+        &mut self,
+        html: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let form = html
+            .split("<form")
+            .skip(1)
+            .find(|f| f.contains(&format!("action=\"{action}\"")))
+            .unwrap_or_else(|| panic!("no form posting to {action} in:\n{html}"));
+        let form = form.split("</form>").next().unwrap_or_default();
+        let hidden = regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#)
+            .expect("regex");
+        let mut data: Vec<(String, String)> = hidden
+            .captures_iter(form)
+            .map(|c| (c[1].to_owned(), unescape(&c[2])))
+            .collect();
+        assert!(
+            data.iter().any(|(k, _)| k == "csrf"),
+            "the form to {action} has no CSRF token"
+        );
+        data.extend(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.send(action.to_owned(), Some(data)).await
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn state_of(html: &str) -> String {
+    html.split("id=\"request-state\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every page works without JavaScript: the whole flow (sign in, request, approve, see it
+/// active, end it) through the HTML forms alone, over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_works_through_plain_html_forms() {
+    use sallyport::app::Options;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("nojs.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let dev = Options {
+        dev: true,
+        ..Options::default()
+    };
+    let server = Server::start_with(&policy, dir.path(), dev).await;
+    let base = server.url();
+    let sign_in = |user: &'static str| {
+        let base = base.clone();
+        async move {
+            let mut b = FormsOnly::new(&base);
+            let (status, path, html) = b.get("/").await;
+            assert_eq!((status, path.as_str()), (200, "/signin?next=%2F"));
+            let (status, path, html) = b.submit(&html, "/signin/dev", &[("user", user)]).await;
+            assert_eq!((status, path.as_str()), (200, "/"), "{html}");
+            assert!(
+                html.contains(&format!("title=\"{user}\"")),
+                "signed in as {user}"
+            );
+            b
+        }
+    };
+
+    // alice asks for app/admin (a lead and security must approve).
+    let mut alice = sign_in("alice").await;
+    let (_, _, html) = alice.get("/requests/new").await;
+    // The "Who must approve?" button: the same form, its `formaction`.
+    let (status, _, html) = alice
+        .submit(
+            &html,
+            "/requests/preview",
+            &[
+                ("entitlement", "app/admin"),
+                ("duration", "20m"),
+                ("justification", "OPS-1 rotate keys"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("id=\"preview-result\"") && html.contains("group security"),
+        "{html}"
+    );
+    // The preview keeps what she typed.
+    assert!(html.contains("OPS-1 rotate keys"));
+    let (status, path, html) = alice
+        .submit(
+            &html,
+            "/requests",
+            &[
+                ("entitlement", "app/admin"),
+                ("duration", "20m"),
+                ("justification", "OPS-1 rotate keys"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(path.starts_with("/requests/"), "{path}");
+    assert_eq!(state_of(&html), "pending");
+    let id = path.trim_start_matches("/requests/").to_owned();
+    let page_path = format!("/requests/{id}");
+    let (_, path, _) = alice.submit(&html, "/signout", &[]).await;
+    assert!(path.starts_with("/signin"), "{path}");
+
+    // bob (lead) and carol (security) approve from their inbox.
+    for who in ["bob", "carol"] {
+        let mut b = sign_in(who).await;
+        let (_, _, inbox) = b.get("/approvals").await;
+        assert!(
+            inbox.contains(&format!("href=\"{page_path}\"")),
+            "{who}'s inbox"
+        );
+        let (_, _, html) = b.get(&page_path).await;
+        let (status, path, html) = b
+            .submit(
+                &html,
+                &format!("{page_path}/review"),
+                &[("verdict", "approve"), ("comment", "fine")],
+            )
+            .await;
+        assert_eq!((status, path), (200, format!("{page_path}?done=reviewed")));
+        assert!(html.contains("Your review is recorded."));
+    }
+
+    // alice sees it active on her home page (reloading, as a person would) and ends it.
+    let mut alice = sign_in("alice").await;
+    let started = std::time::Instant::now();
+    let html = loop {
+        let (_, _, html) = alice.get("/").await;
+        if html.contains(&format!("action=\"{page_path}/end\"")) {
+            break html;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never active: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(target.has_grant(&id));
+    assert!(
+        html.contains("min left"),
+        "the time left, without the script"
+    );
+    let (status, path, html) = alice.submit(&html, &format!("{page_path}/end"), &[]).await;
+    assert_eq!((status, path), (200, format!("{page_path}?done=ended")));
+    assert_eq!(state_of(&html), "ended");
+    eventually(
+        "access removed at the target",
+        Duration::from_secs(20),
+        || async { !target.has_grant(&id) },
+    )
+    .await;
+    server.stop().await;
+}
