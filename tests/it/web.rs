@@ -499,6 +499,18 @@ async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
         "{csp}"
     );
     assert_eq!(res.headers()["x-frame-options"], "DENY");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("frame-ancestors 'none'")
+            && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !res.headers().contains_key("strict-transport-security"),
+        "HSTS over plain http"
+    );
     let page = res.text().await.expect("page");
     assert!(!page.contains("<script>alert"), "raw script in the page");
     assert!(!page.contains("<img src=x"), "raw tag in the page");
@@ -1935,5 +1947,33 @@ async fn the_whole_flow_works_through_plain_html_forms() {
         || async { !target.has_grant(&id) },
     )
     .await;
+    server.stop().await;
+}
+
+/// Behind https (the public URL says so), every response, pages and API alike, carries HSTS.
+#[tokio::test]
+async fn hsts_when_the_public_url_is_https() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let cfg = config(0, &db, &target.url(), None).replacen(
+        "[server]\n",
+        "[server]\npublic_url = \"https://sallyport.example.com/\"\n",
+        1,
+    );
+    let server = Server::start_in(&cfg, dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    for path in ["/signin", "/api/v1/me", "/static/app.css"] {
+        let res = http.get(format!("{base}{path}")).send().await.expect("get");
+        assert_eq!(
+            res.headers()
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
     server.stop().await;
 }
