@@ -1977,3 +1977,36 @@ async fn hsts_when_the_public_url_is_https() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_new_request_picker_shows_each_entitlements_limits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (alice, _) = session(&server, "alice", &["eng"]).await;
+    let (status, html) = page(&http, &format!("{base}/requests/new"), &alice).await;
+    assert_eq!(status, 200);
+    let choice = |id: &str| {
+        html.split("class=\"choice\"")
+            .find(|c| c.contains(&format!("<strong>{id}</strong>")))
+            .unwrap_or_else(|| panic!("{id} is not offered: {html}"))
+            .split("</label>")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let deploy = choice("app/deploy");
+    assert!(
+        deploy.contains("default 1h, up to 2h") && !deploy.contains("ticket required"),
+        "{deploy}"
+    );
+    let db_prod = choice("db/prod");
+    assert!(
+        db_prod.contains("default 15m, up to 1h; ticket required"),
+        "{db_prod}"
+    );
+    server.stop().await;
+}

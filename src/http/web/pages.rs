@@ -653,6 +653,8 @@ struct EntChoice {
     id: String,
     description: String,
     max_duration: String,
+    default_duration: String,
+    ticket_required: bool,
     selected: bool,
 }
 
@@ -715,6 +717,8 @@ async fn new_request_view(
             id: e.rules.id.clone(),
             description: e.description.clone(),
             max_duration: format_duration(e.rules.max_duration_secs),
+            default_duration: format_duration(e.rules.default_duration_secs),
+            ticket_required: e.rules.ticket_required,
             selected: e.rules.id == form.entitlement,
         })
         .collect();
@@ -1722,6 +1726,8 @@ mod tests {
                             id: "app/x".into(),
                             description: EVIL.into(),
                             max_duration: "1h".into(),
+                            default_duration: "15m".into(),
+                            ticket_required: true,
                             selected: true,
                         }],
                         form: RequestForm {
