@@ -745,7 +745,11 @@ async fn audit(
 }
 
 async fn tokens(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let list = st.service.store().list_tokens(&caller.principal.id).await?;
+    let list = st
+        .service
+        .store()
+        .list_tokens(&caller.principal.id, 1000)
+        .await?;
     let now = now_ms();
     Ok(Json(json!({
         "tokens": list.iter().map(|t| views::token(t, now)).collect::<Vec<_>>(),

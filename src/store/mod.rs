@@ -252,8 +252,12 @@ pub trait Store: NotifyStore + Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    /// A user's tokens.
-    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// A user's newest `limit` tokens (capped at 1,000), newest first.
+    async fn list_tokens(&self, user: &str, limit: u32) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Delete tokens that expired, or were revoked, before `before`; how many went. They can
+    /// never work again, and their history stays in the audit log.
+    async fn prune_tokens(&self, before: Millis) -> Result<u64, StoreError>;
 
     /// Keep a single-use secret (by its hash) for `purpose` until `expires_at`; also drops
     /// expired ones.

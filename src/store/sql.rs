@@ -919,13 +919,25 @@ impl Store for SqlStore {
         Ok(n.rows_affected() > 0)
     }
 
-    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC")
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?;
+    async fn list_tokens(&self, user: &str, limit: u32) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(user)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(token_from).collect()
+    }
+
+    async fn prune_tokens(&self, before: Millis) -> Result<u64, StoreError> {
+        let n = sqlx::query(
+            "DELETE FROM api_tokens WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
+        Ok(n.rows_affected())
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

@@ -483,9 +483,45 @@ async fn listing_on(backend: Backend) {
         "only once"
     );
     assert_eq!(
-        s.list_tokens("alice").await.expect("list")[0].revoked_at,
+        s.list_tokens("alice", 10).await.expect("list")[0].revoked_at,
         Some(5)
     );
+    // Newest first, at most `limit`; pruning deletes only tokens dead before the cutoff.
+    for (id, created, expires, revoked) in [
+        ("t2", 2, 100, None),            // expired at 100
+        ("t3", 3, 1_000_000, Some(150)), // revoked at 150
+        ("t4", 4, 1_000_000, None),      // alive
+        ("t5", 5, 300, None),            // expired at 300, after the cutoff
+    ] {
+        let t = TokenRecord {
+            id: id.into(),
+            created_at: created,
+            expires_at: expires,
+            ..rec.clone()
+        };
+        s.insert_token(&t, &format!("hash-{id}"))
+            .await
+            .expect("token");
+        if let Some(at) = revoked {
+            assert!(s.revoke_token(id, None, at).await.expect("revoke"));
+        }
+    }
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_tokens("alice", 3).await.expect("list")),
+        vec!["t5", "t4", "t3"]
+    );
+    assert_eq!(
+        s.prune_tokens(200).await.expect("prune"),
+        3,
+        "t1 (revoked at 5), t2, t3"
+    );
+    assert_eq!(
+        ids(s.list_tokens("alice", 10).await.expect("list")),
+        vec!["t5", "t4"]
+    );
+    assert_eq!(s.find_token("hash-t2").await.expect("find"), None);
+    assert_eq!(s.prune_tokens(200).await.expect("prune"), 0);
 
     // Single-use secrets: taken once, only for their purpose, only before their deadline.
     let now = sallyport::service::now_ms();

@@ -1594,7 +1594,7 @@ async fn oidc_callbacks_are_single_use_and_bound_to_the_browser() {
         let store = server.app.service.store().clone();
         async move {
             store
-                .list_tokens(user)
+                .list_tokens(user, 100)
                 .await
                 .expect("tokens")
                 .into_iter()
@@ -2008,5 +2008,105 @@ async fn the_new_request_picker_shows_each_entitlements_limits() {
         db_prod.contains("default 15m, up to 1h; ticket required"),
         "{db_prod}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_tokens_page_lists_the_newest_and_dead_tokens_are_pruned() {
+    use sallyport::store::TokenRecord;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let store = server.app.service.store().clone();
+    let now = sallyport::service::now_ms();
+    let day = 24 * 3600 * 1000;
+    let alice = Principal {
+        id: "alice".into(),
+        email: None,
+        name: None,
+        groups: vec!["eng".into()],
+    };
+    let token = |id: String, created: i64, expires: i64| TokenRecord {
+        id,
+        user_id: "alice".into(),
+        principal: alice.clone(),
+        name: "old cli".into(),
+        scope: TokenScope::Api,
+        created_at: created,
+        expires_at: expires,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    // Dead for 31 days: one expired, one revoked. Dead for a day: kept. And 210 live ones.
+    store
+        .insert_token(
+            &token("expired".into(), now - 40 * day, now - 31 * day),
+            "h-expired",
+        )
+        .await
+        .expect("token");
+    store
+        .insert_token(
+            &token("revoked".into(), now - 40 * day, now + day),
+            "h-revoked",
+        )
+        .await
+        .expect("token");
+    assert!(
+        store
+            .revoke_token("revoked", None, now - 31 * day)
+            .await
+            .expect("revoke")
+    );
+    store
+        .insert_token(
+            &token("recent".into(), now - 2 * day, now - day),
+            "h-recent",
+        )
+        .await
+        .expect("token");
+    for i in 0..210 {
+        store
+            .insert_token(
+                &token(format!("live{i:03}"), now - 10 * day + i, now + day),
+                &format!("h-live{i}"),
+            )
+            .await
+            .expect("token");
+    }
+    // Signing in issues a session, and prunes what has been dead for 30 days.
+    let (cookie, _) = session(&server, "alice", &["eng"]).await;
+    let left: Vec<String> = store
+        .list_tokens("alice", 1000)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(left.len(), 212, "{left:?}");
+    assert!(left.iter().any(|t| t == "recent"), "dead only a day");
+    assert!(!left.iter().any(|t| t == "expired" || t == "revoked"));
+
+    // The page lists the newest 200, newest first, and says there are more.
+    let (status, html) = page(&http, &format!("{base}/tokens"), &cookie).await;
+    assert_eq!(status, 200);
+    let body = html.split("<tbody>").nth(1).expect("table");
+    assert_eq!(body.matches("<tr>").count(), 200);
+    let first = body.split("<tr>").nth(1).expect("a row");
+    assert!(
+        first.contains("(this session)"),
+        "the newest first: {first}"
+    );
+    // The session, "recent", then live209 down to live012: the oldest live ones are cut.
+    let at = |id: &str| body.find(&format!("/tokens/{id}/revoke"));
+    assert!(
+        at("live209").is_some() && at("live209") < at("live012"),
+        "{body}"
+    );
+    assert_eq!(at("live011"), None);
+    assert!(html.contains("Only the newest ones are listed."));
     server.stop().await;
 }

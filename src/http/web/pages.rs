@@ -1457,7 +1457,13 @@ struct TokenRow {
 struct TokensView {
     rows: Vec<TokenRow>,
     server: String,
+    /// The list is cut at [`TOKENS_SHOWN`].
+    more: bool,
+    retention_days: i64,
 }
+
+/// The tokens page lists the newest this many.
+const TOKENS_SHOWN: u32 = 200;
 
 async fn tokens(
     State(st): State<AppState>,
@@ -1468,7 +1474,7 @@ async fn tokens(
     let list = st
         .service
         .store()
-        .list_tokens(&user.caller.principal.id)
+        .list_tokens(&user.caller.principal.id, TOKENS_SHOWN)
         .await?;
     let rows = list
         .iter()
@@ -1498,8 +1504,10 @@ async fn tokens(
         })
         .collect();
     let view = TokensView {
+        more: list.len() == TOKENS_SHOWN as usize,
         rows,
         server: st.web.public_url.as_str().trim_end_matches('/').to_owned(),
+        retention_days: crate::service::TOKEN_RETENTION_MS / (24 * 3600 * 1000),
     };
     let nav = Nav::of(&st, &user).await?;
     Ok(render(
@@ -1876,6 +1884,8 @@ mod tests {
                             current: true,
                         }],
                         server: "http://x".into(),
+                        more: true,
+                        retention_days: 30,
                     },
                 ),
             ),
