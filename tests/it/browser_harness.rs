@@ -489,3 +489,27 @@ pub async fn oidc_http_sign_in(auth_url: &str, login: &str) -> anyhow::Result<ur
     }
     bail!("the OpenID provider did not send the browser back within 12 steps")
 }
+
+/// Save a PNG of the whole page (up to 4,000 CSS pixels tall), not just the viewport: the
+/// window is made as tall as the page for the shot, then restored.
+pub async fn screenshot_full(client: &Client, name: &str) {
+    let dims = client
+        .execute(
+            "return [window.innerWidth, window.innerHeight, document.documentElement.scrollHeight];",
+            vec![],
+        )
+        .await
+        .expect("read the page size");
+    let size = |i: usize| dims[i].as_u64().and_then(|v| u32::try_from(v).ok());
+    let (Some(width), Some(height), Some(full)) = (size(0), size(1), size(2)) else {
+        return screenshot(client, name).await;
+    };
+    let tall = full.clamp(height, 4000);
+    if tall > height {
+        set_width(client, width, tall).await;
+    }
+    screenshot(client, name).await;
+    if tall > height {
+        set_width(client, width, height).await;
+    }
+}

@@ -11,7 +11,7 @@ use sallyport::store::{TokenScope, WriteCtx};
 use serde_json::Value;
 
 use crate::browser_harness::{
-    Browser, OidcProvider, oidc_http_sign_in, oidc_sign_in, screenshot, set_width,
+    Browser, OidcProvider, oidc_http_sign_in, oidc_sign_in, screenshot, screenshot_full, set_width,
 };
 use crate::harness::{Server, Target, eventually, free_port};
 
@@ -140,6 +140,8 @@ async fn browser_request_approve_end_and_cli_login() {
         return;
     };
     let c = browser.client.clone();
+    // Every screenshot at the same viewport: 1280 x 900 CSS pixels.
+    set_width(&c, 1280, 900).await;
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).expect("secret");
     let target = Target::start().await;
@@ -187,7 +189,7 @@ async fn browser_request_approve_end_and_cli_login() {
     let preview = text(&c, "#preview-result").await;
     assert!(preview.contains("team lead"), "{preview}");
     assert!(preview.contains("group leads"), "{preview}");
-    screenshot(&c, "new-request").await;
+    screenshot_full(&c, "new-request").await;
     click(&c, "#submit").await;
     let state = text(&c, "#request-state").await;
     assert_eq!(state, "pending");
@@ -203,7 +205,7 @@ async fn browser_request_approve_end_and_cli_login() {
         .await
         .expect("js");
     assert_eq!(pwned, Value::Bool(true), "an injected script ran");
-    screenshot(&c, "request-pending").await;
+    screenshot_full(&c, "request-pending").await;
     sign_out(&c).await;
 
     // bob (a lead) sees one approval waiting, and approves.
@@ -252,7 +254,7 @@ async fn browser_request_approve_end_and_cli_login() {
         || async { !target.has_grant(&id) },
     )
     .await;
-    screenshot(&c, "request-ended").await;
+    screenshot_full(&c, "request-ended").await;
 
     // The CLI signs in through this browser session.
     let home = dir.path().join("cli-home");
