@@ -1697,7 +1697,7 @@ mod tests {
             (
                 "signin",
                 page(
-                    &t,
+                    t,
                     "signin",
                     SigninView {
                         error: Some(EVIL.into()),
@@ -1715,7 +1715,7 @@ mod tests {
             (
                 "home",
                 page(
-                    &t,
+                    t,
                     "home",
                     HomeView {
                         grants: vec![grant()],
@@ -1727,7 +1727,7 @@ mod tests {
             (
                 "new_request",
                 page(
-                    &t,
+                    t,
                     "new_request",
                     NewRequestView {
                         entitlements: vec![EntChoice {
@@ -1753,7 +1753,7 @@ mod tests {
             (
                 "request",
                 page(
-                    &t,
+                    t,
                     "request",
                     RequestPage {
                         r: ReqView {
@@ -1813,7 +1813,7 @@ mod tests {
             (
                 "approvals",
                 page(
-                    &t,
+                    t,
                     "approvals",
                     ApprovalsView {
                         rows: vec![row()],
@@ -1824,7 +1824,7 @@ mod tests {
             (
                 "entitlements",
                 page(
-                    &t,
+                    t,
                     "entitlements",
                     CatalogView {
                         rows: vec![CatalogRow {
@@ -1843,7 +1843,7 @@ mod tests {
             (
                 "audit",
                 page(
-                    &t,
+                    t,
                     "audit",
                     AuditView {
                         filters: AuditQuery {
@@ -1869,7 +1869,7 @@ mod tests {
             (
                 "tokens",
                 page(
-                    &t,
+                    t,
                     "tokens",
                     TokensView {
                         rows: vec![TokenRow {
@@ -1892,7 +1892,7 @@ mod tests {
             (
                 "cli_login",
                 page(
-                    &t,
+                    t,
                     "cli_login",
                     CliLoginView {
                         port: 5000,
@@ -1918,7 +1918,7 @@ mod tests {
             .expect("error page");
         rendered.push(("error", err));
         for (name, view) in super::super::links::sample_views(EVIL) {
-            rendered.push((name, page(&t, name, view)));
+            rendered.push((name, page(t, name, view)));
         }
         rendered
     }
