@@ -93,9 +93,12 @@
 //!   audit event records the access key id and expiry).
 //! - **Sessions are tokens.** A browser session is a token of scope `web`, an API token one of
 //!   scope `api`; each works only where its scope says, and both are stored hashed and
-//!   revocable. Single-use secrets (OIDC state, CLI login codes) are stored hashed and taken
-//!   with one `DELETE … RETURNING`.
+//!   revocable; expired or revoked ones are deleted 30 days later (the audit log keeps their
+//!   history). Single-use secrets (OIDC state, CLI login codes) are stored hashed and taken
+//!   with one `DELETE … RETURNING`, so a refused OIDC callback spends its state too.
 //! - **Pages change nothing on GET,** and every form POST is CSRF-checked before any write.
+//!   Pages offer only what the domain would accept (the review form by
+//!   `Request::may_review`); the service decides anyway.
 //! - **Approval links are no skeleton keys.** A link's 256-bit token is stored only hashed,
 //!   bound to the request, the reviewer and the action, used once (with its sibling), dead
 //!   once the request is decided or would time out. GET only shows a confirmation page; the

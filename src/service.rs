@@ -2,6 +2,7 @@
 //! plugin, and persists transitions with compare-and-set retries. The JSON API, the web UI and
 //! the job worker all go through here; none of them touches the store's writes directly.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,12 @@ pub use actions::{ActionInput, ActionView};
 
 /// How many times a write is retried after a compare-and-set conflict.
 const CAS_ATTEMPTS: usize = 8;
+
+/// Tokens are deleted this long after they expired or were revoked (the tokens page shows
+/// them meanwhile; the audit log keeps their history for good).
+pub const TOKEN_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
+/// Each replica prunes dead tokens at most this often, when it issues one.
+const TOKEN_PRUNE_EVERY_MS: Millis = 3600 * 1000;
 
 /// Why a service call failed. Nothing changed when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +177,8 @@ struct Inner {
     host: PluginHost,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// When this replica last pruned dead tokens (ms; 0: not yet).
+    tokens_pruned_at: AtomicI64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -233,6 +242,7 @@ impl Service {
                 host,
                 wake: Arc::new(Notify::new()),
                 metrics,
+                tokens_pruned_at: AtomicI64::new(0),
             }),
         }
     }
@@ -732,6 +742,7 @@ impl Service {
             .store
             .insert_token(&record, &token_hash(&token))
             .await?;
+        self.prune_tokens(now).await;
         let event = Event {
             at: now,
             actor: principal.actor(),
@@ -748,6 +759,35 @@ impl Service {
         };
         self.inner.store.append_events(&[event], ctx).await?;
         Ok((token, record))
+    }
+
+    /// Delete tokens dead for longer than [`TOKEN_RETENTION_MS`], at most once an hour per
+    /// replica (the first time at the first token issued). A failure is logged and retried
+    /// next time: it never stops anyone from signing in.
+    async fn prune_tokens(&self, now: Millis) {
+        let last = self.inner.tokens_pruned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < TOKEN_PRUNE_EVERY_MS
+            || self
+                .inner
+                .tokens_pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        match self
+            .inner
+            .store
+            .prune_tokens(now.saturating_sub(TOKEN_RETENTION_MS))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned expired and revoked tokens"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old tokens failed; trying again later");
+                self.inner.tokens_pruned_at.store(last, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Resolve a bearer token to a caller.

@@ -225,11 +225,7 @@ async fn cli_token(
     ApiJson(body): ApiJson<CliTokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if let Err(wait) = st.web.limits.signin.check(&addr.0) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many sign-in attempts; try again in {wait} s"),
-        ));
+        return Err(ApiError::rate_limited("sign-in attempts", wait));
     }
     let name = body.name.as_deref().unwrap_or("cli (browser login)");
     let (token, rec) = st
@@ -539,11 +535,7 @@ async fn review(
     ApiJson(body): ApiJson<ReviewBody>,
 ) -> Result<Json<Value>, ApiError> {
     if let Err(wait) = st.web.limits.review.check(&caller.principal.id) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many reviews; try again in {wait} s"),
-        ));
+        return Err(ApiError::rate_limited("reviews", wait));
     }
     if body.verdict == Verdict::Deny && body.comment.as_deref().is_none_or(|c| c.trim().is_empty())
     {
@@ -729,6 +721,7 @@ async fn audit(
         action: p.action,
         after_seq: p.after_seq,
         limit: p.limit.unwrap_or(1000),
+        ..AuditFilter::default()
     };
     let events = st.service.store().audit(&filter).await?;
     match p.format.as_deref().unwrap_or("json") {
@@ -752,7 +745,11 @@ async fn audit(
 }
 
 async fn tokens(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let list = st.service.store().list_tokens(&caller.principal.id).await?;
+    let list = st
+        .service
+        .store()
+        .list_tokens(&caller.principal.id, 1000)
+        .await?;
     let now = now_ms();
     Ok(Json(json!({
         "tokens": list.iter().map(|t| views::token(t, now)).collect::<Vec<_>>(),

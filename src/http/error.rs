@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for rate limits.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(what: &str, wait_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(wait_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many {what}; try again in {wait_secs} s"),
+            )
         }
     }
 
@@ -105,6 +120,10 @@ impl IntoResponse for ApiError {
             Json(json!({ "code": self.code, "message": self.message, "request_id": null })),
         )
             .into_response();
+        if let Some(wait) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, wait.into());
+        }
         res.extensions_mut().insert(ErrorBody);
         res
     }

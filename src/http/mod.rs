@@ -82,6 +82,16 @@ async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert(X_REQUEST_ID.clone(), v);
     }
+    security_headers(h, state.web.public_url.scheme() == "https");
+    res
+}
+
+/// HSTS: a year, this host only (Sallyport does not know what else lives under the domain).
+const HSTS: &str = "max-age=31536000";
+
+/// The headers every response carries; `Strict-Transport-Security` only when the server is
+/// reached over https (over plain http it would be ignored, or wrongly pin a dev host).
+fn security_headers(h: &mut axum::http::HeaderMap, https: bool) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -97,7 +107,12 @@ async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         ));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    res
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
 }
 
 async fn fill_request_id(res: Response, id: &str) -> Response {
@@ -188,4 +203,38 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HSTS over https only; the other headers always, without overriding a page's own CSP.
+    #[test]
+    fn security_headers_and_hsts_only_over_https() {
+        for https in [true, false] {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("script-src 'self'"),
+            );
+            security_headers(&mut h, https);
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], "script-src 'self'");
+            assert_eq!(
+                h.get(header::STRICT_TRANSPORT_SECURITY)
+                    .and_then(|v| v.to_str().ok()),
+                https.then_some("max-age=31536000"),
+                "https: {https}"
+            );
+        }
+        let mut h = axum::http::HeaderMap::new();
+        security_headers(&mut h, false);
+        assert_eq!(
+            h[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; frame-ancestors 'none'"
+        );
+    }
 }

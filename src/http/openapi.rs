@@ -204,7 +204,7 @@ pub fn document() -> Value {
                 ],
                 "responses": with_errors(json!({ "200": ok("Events", json!({ "type": "object", "properties": { "events": { "type": "array", "items": { "$ref": "#/components/schemas/AuditEvent" } }, "next_after_seq": { "type": ["integer", "null"] } } })) }), &[400, 401, 403])
             } },
-            "/api/v1/tokens": { "get": { "summary": "The caller's API tokens (never their secrets)", "responses": with_errors(json!({ "200": ok("Tokens", json!({ "type": "object", "properties": { "tokens": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } } } })) }), &[401]) } },
+            "/api/v1/tokens": { "get": { "summary": "The caller's newest 1,000 tokens, newest first (never their secrets); tokens are deleted 30 days after they expired or were revoked", "responses": with_errors(json!({ "200": ok("Tokens", json!({ "type": "object", "properties": { "tokens": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } } } })) }), &[401]) } },
             "/api/v1/tokens/{id}": { "delete": { "summary": "Revoke a token (one's own; admins: any)", "parameters": [id_param()], "responses": with_errors(json!({ "204": { "description": "Revoked" } }), &[401, 404]) } },
             "/api/v1/cli/token": { "post": { "summary": "The CLI's browser login: a one-time code (from the browser) and the PKCE verifier for an API token", "security": [],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["code", "code_verifier"], "properties": { "code": { "type": "string" }, "code_verifier": { "type": "string", "minLength": 43, "maxLength": 128 }, "name": { "type": "string" } } } } } },

@@ -88,7 +88,8 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
-/// Filters for the audit log. Results are in chain order.
+/// Filters for the audit log. Results are in chain order, or newest first when
+/// `newest_first` is set.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     /// Events at or after this time.
@@ -101,8 +102,13 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Only this action, or a prefix ending in `.` (`request.`).
     pub action: Option<String>,
+    /// Only events about requests for this entitlement.
+    pub entitlement: Option<String>,
     /// Events after this sequence number (paging).
     pub after_seq: Option<i64>,
+    /// The newest events (highest sequence numbers) first, rather than chain order: the
+    /// latest `limit` events, not the oldest.
+    pub newest_first: bool,
     /// At most this many (capped at 10,000).
     pub limit: u32,
 }
@@ -246,8 +252,12 @@ pub trait Store: NotifyStore + Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    /// A user's tokens.
-    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// A user's newest `limit` tokens (capped at 1,000), newest first.
+    async fn list_tokens(&self, user: &str, limit: u32) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Delete tokens that expired, or were revoked, before `before`; how many went. They can
+    /// never work again, and their history stays in the audit log.
+    async fn prune_tokens(&self, before: Millis) -> Result<u64, StoreError>;
 
     /// Keep a single-use secret (by its hash) for `purpose` until `expires_at`; also drops
     /// expired ones.

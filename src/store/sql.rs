@@ -623,12 +623,19 @@ impl Store for SqlStore {
                 w.text(|n| format!("action = ${n}"), a.clone());
             }
         }
+        if let Some(e) = &f.entitlement {
+            w.text(
+                |n| format!("subject IN (SELECT id FROM requests WHERE entitlement = ${n})"),
+                e.clone(),
+            );
+        }
         if let Some(s) = f.after_seq {
             w.int(|n| format!("seq > ${n}"), s);
         }
         let limit = i64::from(f.limit.clamp(1, 10_000));
+        let order = if f.newest_first { "seq DESC" } else { "seq" };
         let sql = format!(
-            "SELECT * FROM audit_events{} ORDER BY seq LIMIT {limit}",
+            "SELECT * FROM audit_events{} ORDER BY {order} LIMIT {limit}",
             w.sql()
         );
         let rows = w.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
@@ -912,13 +919,25 @@ impl Store for SqlStore {
         Ok(n.rows_affected() > 0)
     }
 
-    async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC")
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?;
+    async fn list_tokens(&self, user: &str, limit: u32) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(user)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(token_from).collect()
+    }
+
+    async fn prune_tokens(&self, before: Millis) -> Result<u64, StoreError> {
+        let n = sqlx::query(
+            "DELETE FROM api_tokens WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
+        Ok(n.rows_affected())
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

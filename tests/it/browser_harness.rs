@@ -427,3 +427,89 @@ pub async fn set_width(client: &Client, width: u32, height: u32) {
             .expect("resize the browser window");
     }
 }
+
+/// Sign in at the OpenID provider without a browser: from the authorization URL the
+/// application redirected to, through the provider's login page as `login`, keeping the
+/// provider's cookies; returns the URL the provider finally sends the browser to (the
+/// application's callback with `code` and `state`), not yet followed. At most 12 steps.
+pub async fn oidc_http_sign_in(auth_url: &str, login: &str) -> anyhow::Result<url::Url> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut at = url::Url::parse(auth_url)?;
+    let provider = at.origin();
+    let mut jar: std::collections::BTreeMap<String, String> = Default::default();
+    let mut form: Option<Vec<(&str, &str)>> = None;
+    for _ in 0..12 {
+        let mut req = match form.take() {
+            Some(f) => http.post(at.clone()).form(&f),
+            None => http.get(at.clone()),
+        };
+        if !jar.is_empty() {
+            let cookies: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", cookies.join("; "));
+        }
+        let res = req.send().await?;
+        for c in res.headers().get_all("set-cookie") {
+            let pair = c.to_str()?.split(';').next().unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() {
+                    jar.remove(k.trim());
+                } else {
+                    jar.insert(k.trim().to_owned(), v.to_owned());
+                }
+            }
+        }
+        let status = res.status();
+        if status.is_redirection() {
+            let loc = res
+                .headers()
+                .get("location")
+                .context("a redirect without Location")?
+                .to_str()?;
+            let next = at.join(loc)?;
+            if next.origin() != provider {
+                return Ok(next);
+            }
+            at = next;
+            continue;
+        }
+        let body = res.text().await?;
+        if status.is_success() && body.contains("name=\"login\"") {
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .and_then(|a| a.split('"').next())
+                .context("the login form has no action")?;
+            at = at.join(action)?;
+            form = Some(vec![("login", login), ("password", "any-password")]);
+            continue;
+        }
+        bail!("the OpenID provider answered {status} at {at}: {body}");
+    }
+    bail!("the OpenID provider did not send the browser back within 12 steps")
+}
+
+/// Save a PNG of the whole page (up to 4,000 CSS pixels tall), not just the viewport: the
+/// window is made as tall as the page for the shot, then restored.
+pub async fn screenshot_full(client: &Client, name: &str) {
+    let dims = client
+        .execute(
+            "return [window.innerWidth, window.innerHeight, document.documentElement.scrollHeight];",
+            vec![],
+        )
+        .await
+        .expect("read the page size");
+    let size = |i: usize| dims[i].as_u64().and_then(|v| u32::try_from(v).ok());
+    let (Some(width), Some(height), Some(full)) = (size(0), size(1), size(2)) else {
+        return screenshot(client, name).await;
+    };
+    let tall = full.clamp(height, 4000);
+    if tall > height {
+        set_width(client, width, tall).await;
+    }
+    screenshot(client, name).await;
+    if tall > height {
+        set_width(client, width, height).await;
+    }
+}

@@ -387,13 +387,18 @@ impl Server {
 
     /// Start with relative paths in the configuration (secret files) resolved against `base`.
     pub async fn start_in(config_text: &str, base: &Path) -> Server {
+        Self::start_with(config_text, base, Options::default()).await
+    }
+
+    /// Start with these options (dev mode, no worker, ...).
+    pub async fn start_with(config_text: &str, base: &Path, options: Options) -> Server {
         let config = Config::parse(config_text, base, ParseOptions::default())
             .unwrap_or_else(|p| panic!("test config: {p}"));
         let app = App::start(
             config,
             Options {
                 shutdown_grace: Some(Duration::from_secs(2)),
-                ..Options::default()
+                ..options
             },
         )
         .await

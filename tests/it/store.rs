@@ -297,6 +297,43 @@ async fn audit_on(backend: Backend) {
         .await
         .expect("since");
     assert_eq!(since.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    // Newest first: the latest events, not the oldest, when there are more than the limit;
+    // and the entitlement filter is applied by the store, before the limit.
+    s.insert_request(
+        &new_request("r5", "alice", "e/y", 5, 60),
+        &WriteCtx::default(),
+    )
+    .await
+    .expect("insert");
+    let seqs = |v: Vec<sallyport::audit::AuditRecord>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let newest = s
+        .audit(&AuditFilter {
+            newest_first: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("newest");
+    assert_eq!(seqs(newest), vec![6, 5]);
+    let of_x = s
+        .audit(&AuditFilter {
+            entitlement: Some("e/x".into()),
+            newest_first: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("entitlement");
+    assert_eq!(seqs(of_x), vec![5, 4]);
+    let of_y = s
+        .audit(&AuditFilter {
+            entitlement: Some("e/y".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("entitlement");
+    assert_eq!(seqs(of_y), vec![6]);
 
     // Edit.
     tamper(
@@ -446,9 +483,45 @@ async fn listing_on(backend: Backend) {
         "only once"
     );
     assert_eq!(
-        s.list_tokens("alice").await.expect("list")[0].revoked_at,
+        s.list_tokens("alice", 10).await.expect("list")[0].revoked_at,
         Some(5)
     );
+    // Newest first, at most `limit`; pruning deletes only tokens dead before the cutoff.
+    for (id, created, expires, revoked) in [
+        ("t2", 2, 100, None),            // expired at 100
+        ("t3", 3, 1_000_000, Some(150)), // revoked at 150
+        ("t4", 4, 1_000_000, None),      // alive
+        ("t5", 5, 300, None),            // expired at 300, after the cutoff
+    ] {
+        let t = TokenRecord {
+            id: id.into(),
+            created_at: created,
+            expires_at: expires,
+            ..rec.clone()
+        };
+        s.insert_token(&t, &format!("hash-{id}"))
+            .await
+            .expect("token");
+        if let Some(at) = revoked {
+            assert!(s.revoke_token(id, None, at).await.expect("revoke"));
+        }
+    }
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_tokens("alice", 3).await.expect("list")),
+        vec!["t5", "t4", "t3"]
+    );
+    assert_eq!(
+        s.prune_tokens(200).await.expect("prune"),
+        3,
+        "t1 (revoked at 5), t2, t3"
+    );
+    assert_eq!(
+        ids(s.list_tokens("alice", 10).await.expect("list")),
+        vec!["t5", "t4"]
+    );
+    assert_eq!(s.find_token("hash-t2").await.expect("find"), None);
+    assert_eq!(s.prune_tokens(200).await.expect("prune"), 0);
 
     // Single-use secrets: taken once, only for their purpose, only before their deadline.
     let now = sallyport::service::now_ms();

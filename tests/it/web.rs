@@ -10,7 +10,9 @@ use sallyport::domain::{Channel, Principal};
 use sallyport::store::{TokenScope, WriteCtx};
 use serde_json::Value;
 
-use crate::browser_harness::{Browser, OidcProvider, oidc_sign_in, screenshot, set_width};
+use crate::browser_harness::{
+    Browser, OidcProvider, oidc_http_sign_in, oidc_sign_in, screenshot, screenshot_full, set_width,
+};
 use crate::harness::{Server, Target, eventually, free_port};
 
 fn config(port: u16, db: &str, target: &str, oidc: Option<(&str, &str)>) -> String {
@@ -54,6 +56,22 @@ revoke = {{ method = "DELETE", url = "{target}/grants/{{{{request.id}}}}" }}
 [entitlements.approval]
 plugin = "quorum"
 settings = {{ stages = [{{ name = "team lead", groups = ["leads"], count = 1 }}] }}
+
+[[entitlements]]
+id = "db/prod"
+description = "Production database, read-write (two leads approve)"
+max_duration = "1h"
+default_duration = "15m"
+ticket_required = true
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "http"
+[entitlements.connector.settings]
+grant = {{ method = "PUT", url = "{target}/grants/{{{{request.id}}}}", body = {{ user = "{{{{requester.id}}}}" }} }}
+revoke = {{ method = "DELETE", url = "{target}/grants/{{{{request.id}}}}" }}
+[entitlements.approval]
+plugin = "quorum"
+settings = {{ stages = [{{ name = "two leads", groups = ["leads"], count = 2 }}] }}
 "#
     )
 }
@@ -88,6 +106,24 @@ async fn sign_in(c: &Client, base: &str, who: &str) {
     assert!(!name.is_empty(), "signed in as {who}");
 }
 
+/// The page shown is no wider than the window: nothing scrolls sideways.
+async fn assert_fits(c: &Client, what: &str) {
+    let w = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("js");
+    let (Some(scroll), Some(inner)) = (w[0].as_u64(), w[1].as_u64()) else {
+        panic!("{what}: no widths: {w}");
+    };
+    assert!(
+        scroll <= inner,
+        "{what} is {scroll} px wide in a {inner} px window"
+    );
+}
+
 async fn sign_out(c: &Client) {
     click(c, ".signout button").await;
     let _ = text(c, "#signin-oidc").await;
@@ -104,6 +140,8 @@ async fn browser_request_approve_end_and_cli_login() {
         return;
     };
     let c = browser.client.clone();
+    // Every screenshot at the same viewport: 1280 x 900 CSS pixels.
+    set_width(&c, 1280, 900).await;
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).expect("secret");
     let target = Target::start().await;
@@ -151,7 +189,7 @@ async fn browser_request_approve_end_and_cli_login() {
     let preview = text(&c, "#preview-result").await;
     assert!(preview.contains("team lead"), "{preview}");
     assert!(preview.contains("group leads"), "{preview}");
-    screenshot(&c, "new-request").await;
+    screenshot_full(&c, "new-request").await;
     click(&c, "#submit").await;
     let state = text(&c, "#request-state").await;
     assert_eq!(state, "pending");
@@ -167,7 +205,7 @@ async fn browser_request_approve_end_and_cli_login() {
         .await
         .expect("js");
     assert_eq!(pwned, Value::Bool(true), "an injected script ran");
-    screenshot(&c, "request-pending").await;
+    screenshot_full(&c, "request-pending").await;
     sign_out(&c).await;
 
     // bob (a lead) sees one approval waiting, and approves.
@@ -205,6 +243,7 @@ async fn browser_request_approve_end_and_cli_login() {
     .await;
     screenshot(&c, "home-active").await;
     set_width(&c, 390, 844).await;
+    assert_fits(&c, "home with an active grant at phone width").await;
     screenshot(&c, "home-phone").await;
     set_width(&c, 1280, 900).await;
     click(&c, ".grant button.danger").await;
@@ -215,7 +254,7 @@ async fn browser_request_approve_end_and_cli_login() {
         || async { !target.has_grant(&id) },
     )
     .await;
-    screenshot(&c, "request-ended").await;
+    screenshot_full(&c, "request-ended").await;
 
     // The CLI signs in through this browser session.
     let home = dir.path().join("cli-home");
@@ -314,6 +353,35 @@ async fn browser_request_approve_end_and_cli_login() {
         .await
         .expect("catalog");
     screenshot(&c, "catalog").await;
+
+    // At phone width no main page scrolls sideways.
+    set_width(&c, 390, 844).await;
+    let detail = format!("/requests/{id}");
+    for path in [
+        "/",
+        "/requests/new",
+        detail.as_str(),
+        "/approvals",
+        "/entitlements",
+        "/audit",
+        "/tokens",
+    ] {
+        c.goto(&format!("{base}{path}")).await.expect("goto");
+        let _ = text(&c, "h1").await;
+        assert_fits(&c, &format!("{path} at 390 px")).await;
+    }
+    // The check can fail: a page made too wide is caught.
+    let wide = c
+        .execute(
+            "const d = document.createElement('div'); d.style.width = '2000px'; \
+             d.textContent = 'wide'; document.body.appendChild(d); \
+             return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .expect("js");
+    assert_eq!(wide, Value::Bool(true), "the width check sees nothing");
+    set_width(&c, 1280, 900).await;
 
     browser.close().await;
     server.stop().await;
@@ -433,6 +501,18 @@ async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
         "{csp}"
     );
     assert_eq!(res.headers()["x-frame-options"], "DENY");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("frame-ancestors 'none'")
+            && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !res.headers().contains_key("strict-transport-security"),
+        "HSTS over plain http"
+    );
     let page = res.text().await.expect("page");
     assert!(!page.contains("<script>alert"), "raw script in the page");
     assert!(!page.contains("<img src=x"), "raw tag in the page");
@@ -652,10 +732,1383 @@ async fn cli_login_codes_are_single_use_and_bound_to_the_verifier() {
             .await
             .expect("exchange");
         if res.status() == 429 {
+            assert!(res.headers().contains_key("retry-after"), "no Retry-After");
             limited = true;
             break;
         }
     }
     assert!(limited, "no rate limit on sign-in");
+    server.stop().await;
+}
+
+/// The `#` column of the audit page's rows, top to bottom.
+fn audit_seqs(page: &str) -> Vec<i64> {
+    let body = page.split("<tbody>").nth(1).unwrap_or_default();
+    body.split("<tr><td>")
+        .skip(1)
+        .filter_map(|r| r.split("</td>").next()?.trim().parse().ok())
+        .collect()
+}
+
+/// GET a page with a session cookie: (status, body).
+pub(crate) async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> (u16, String) {
+    let res = http
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get");
+    (res.status().as_u16(), res.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_page_shows_the_newest_events_and_the_export_has_them_all() {
+    use sallyport::domain::Event;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let store = server.app.service.store().clone();
+
+    // More old events than the store hands out in one read (10,000), all in 1970.
+    const FILLER: i64 = 10_050;
+    let filler = |i: i64| Event {
+        at: 1_000_000 + i,
+        actor: "system".into(),
+        action: "test.filler".into(),
+        subject: "token:filler".into(),
+        before: Value::Null,
+        after: Value::Null,
+        channel: Channel::System,
+        plugin: None,
+    };
+    for chunk in (0..FILLER).collect::<Vec<_>>().chunks(2_000) {
+        let events: Vec<Event> = chunk.iter().map(|i| filler(*i)).collect();
+        store
+            .append_events(&events, &WriteCtx::default())
+            .await
+            .expect("append");
+    }
+    // Then alice files a request: the newest events.
+    let (alice, alice_csrf) = session(&server, "alice", &["eng"]).await;
+    let res = http
+        .post(format!("{base}/requests"))
+        .header("cookie", &alice)
+        .form(&[
+            ("csrf", alice_csrf.as_str()),
+            ("entitlement", "app/deploy"),
+            ("duration", "30m"),
+            ("justification", "audit me"),
+        ])
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 303);
+    let id = res.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .trim_start_matches("/requests/")
+        .to_owned();
+    let (dave, _) = session(&server, "dave", &["platform-admins"]).await;
+    let total = store.counts().await.expect("counts").audit_events;
+    assert!(total > FILLER + 2, "{total}");
+
+    // The page: the newest events first, a page of them.
+    let (status, html) = page(&http, &format!("{base}/audit"), &dave).await;
+    assert_eq!(status, 200, "{html}");
+    let seqs = audit_seqs(&html);
+    assert_eq!(seqs.len(), 500, "one page");
+    assert_eq!(seqs[0], total, "the newest event is on top");
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(html.contains(&format!("/requests/{id}")), "alice's request");
+
+    // The person filter, and the entitlement filter.
+    let (_, html) = page(&http, &format!("{base}/audit?actor=alice"), &dave).await;
+    let mine = audit_seqs(&html);
+    assert!(!mine.is_empty() && mine.len() < 10, "{mine:?}");
+    assert!(!html.contains("test.filler") && html.contains("request.created"));
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?entitlement=app%2Fdeploy"),
+        &dave,
+    )
+    .await;
+    assert!(html.contains("request.created") && !html.contains("test.filler"));
+    // The time filters: before 2000 only the filler, since 2000 none of it.
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?until=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let old = audit_seqs(&html);
+    assert_eq!(old.first(), Some(&FILLER), "the newest of the filler");
+    assert!(!html.contains("request.created"));
+    let (_, html) = page(
+        &http,
+        &format!("{base}/audit?since=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let new = audit_seqs(&html);
+    assert_eq!(new.len() as i64, total - FILLER, "{new:?}");
+    assert!(!html.contains("test.filler"));
+    // A malformed time is said so, not ignored.
+    let (status, html) = page(&http, &format!("{base}/audit?since=yesterday"), &dave).await;
+    assert_eq!(status, 200);
+    assert!(audit_seqs(&html).is_empty() && html.contains("role=\"alert\""));
+
+    // The export: every event, in chain order, beyond any one read of the store.
+    let res = http
+        .get(format!("{base}/audit/export.jsonl"))
+        .header("cookie", &dave)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let body = res.text().await.expect("body");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len() as i64, total, "the whole log");
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l["seq"].as_i64() == Some(i as i64 + 1)),
+        "chain order, nothing skipped"
+    );
+    // ... with the page's filters.
+    let (_, body) = page(
+        &http,
+        &format!("{base}/audit/export.jsonl?actor=alice&since=2000-01-01T00:00:00Z"),
+        &dave,
+    )
+    .await;
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), mine.len());
+    assert!(lines.iter().all(|l| l["actor"] == "user:alice"), "{body}");
+
+    // Not an auditor: neither the page nor the export.
+    for path in ["/audit", "/audit/export.jsonl"] {
+        let (status, body) = page(&http, &format!("{base}{path}"), &alice).await;
+        assert_eq!(status, 403, "{path}");
+        assert!(!body.contains("test.filler"), "{path}");
+    }
+    server.stop().await;
+}
+
+/// POST a form with a session cookie: (status, Location).
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let res = http
+        .post(url)
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("post");
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (res.status().as_u16(), loc)
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
+    assert_eq!(page(&http, &format!("{base}/"), &cookie).await.0, 200);
+
+    // Without the CSRF token, sign-out is refused and the session lives on.
+    let (status, _) = post_form(&http, &format!("{base}/signout"), &cookie, &[]).await;
+    assert_eq!(status, 403);
+    assert_eq!(page(&http, &format!("{base}/"), &cookie).await.0, 200);
+
+    let res = http
+        .post(format!("{base}/signout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("signout");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/signin?error=signed_out");
+    let cleared = res.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(
+        cleared.starts_with("sallyport_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // The browser may keep the old cookie (or someone may have copied it): it opens nothing.
+    let res = http
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/signin?next=%2F");
+    let (status, loc) = post_form(
+        &http,
+        &format!("{base}/requests"),
+        &cookie,
+        &[
+            ("csrf", csrf.as_str()),
+            ("entitlement", "app/deploy"),
+            ("justification", "after sign-out"),
+        ],
+    )
+    .await;
+    assert_eq!((status, loc.as_str()), (303, "/signin?next=%2F"));
+    server.stop().await;
+}
+
+/// File a request through the web form as the session `cookie`; its id.
+pub(crate) async fn file_request(
+    http: &reqwest::Client,
+    base: &str,
+    (cookie, csrf): (&str, &str),
+    form: &[(&str, &str)],
+) -> String {
+    let mut f = form.to_vec();
+    f.push(("csrf", csrf));
+    let (status, loc) = post_form(http, &format!("{base}/requests"), cookie, &f).await;
+    assert_eq!(status, 303, "filing {form:?}");
+    loc.trim_start_matches("/requests/").to_owned()
+}
+
+#[tokio::test]
+async fn the_review_form_is_offered_only_to_those_who_may_still_review() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let bill = session(&server, "bill", &["leads"]).await;
+    let carol = session(&server, "carol", &["security"]).await;
+    // Two leads must approve.
+    let id = file_request(
+        &http,
+        &base,
+        (&alice.0, &alice.1),
+        &[
+            ("entitlement", "db/prod"),
+            ("justification", "migrate"),
+            ("ticket", "INC-9"),
+        ],
+    )
+    .await;
+    let url = format!("{base}/requests/{id}");
+    let offered = |html: &str| html.contains("id=\"approve\"") && html.contains("id=\"deny\"");
+
+    let (_, html) = page(&http, &url, &bob.0).await;
+    assert!(offered(&html), "bob is eligible");
+    let (_, html) = page(&http, &url, &carol.0).await;
+    assert!(!offered(&html), "carol is not a lead");
+    let (_, html) = page(&http, &url, &alice.0).await;
+    assert!(!offered(&html), "the requester (no break-glass)");
+
+    // bob approves; the request still waits for a second lead.
+    let (status, loc) = post_form(
+        &http,
+        &format!("{url}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve"), ("comment", "ok")],
+    )
+    .await;
+    assert_eq!(
+        (status, loc.as_str()),
+        (303, &*format!("/requests/{id}?done=reviewed"))
+    );
+    let (_, html) = page(&http, &url, &bob.0).await;
+    assert!(
+        html.contains("id=\"request-state\">pending<"),
+        "still pending"
+    );
+    assert!(!offered(&html), "bob has reviewed: no second form");
+    let (_, html) = page(&http, &url, &bill.0).await;
+    assert!(offered(&html), "bill, the other lead, still may");
+    // And the service refuses bob's second review anyway.
+    let (status, _) = post_form(
+        &http,
+        &format!("{url}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve")],
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}");
+    server.stop().await;
+}
+
+/// The value of the hidden `csrf` field of the form posting to `action` in `html`.
+pub(crate) fn form_csrf(html: &str, action: &str) -> String {
+    let form = html
+        .split("<form")
+        .skip(1)
+        .find(|f| f.contains(&format!("action=\"{action}\"")))
+        .unwrap_or_else(|| panic!("no form posting to {action} in:\n{html}"));
+    form.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("the form posting to {action} has no CSRF field"))
+        .to_owned()
+}
+
+async fn stored(server: &Server, id: &str) -> sallyport::domain::Request {
+    server
+        .app
+        .service
+        .store()
+        .get_request(id)
+        .await
+        .expect("get")
+        .expect("exists")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_cancel_deny_revoke_and_the_timeline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    // bill leads too, but does not review.
+    let bill = session(&server, "bill", &["leads"]).await;
+    let deploy = [
+        ("entitlement", "app/deploy"),
+        ("duration", "30m"),
+        ("justification", "ship it"),
+    ];
+
+    // Cancel: only with the token, only the requester; then it is withdrawn.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let cancel = format!("{base}/requests/{id}/cancel");
+    let (status, _) = post_form(&http, &cancel, &alice.0, &[]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _) = post_form(&http, &cancel, &bob.0, &[("csrf", &bob.1)]).await;
+    assert!(
+        (400..500).contains(&status),
+        "bob cancelled alice's request"
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "pending");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    assert_eq!(form_csrf(&html, &format!("/requests/{id}/cancel")), alice.1);
+    let (status, loc) = post_form(&http, &cancel, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!(
+        (status, loc),
+        (303, format!("/requests/{id}?done=cancelled"))
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "cancelled");
+    let (_, html) = page(
+        &http,
+        &format!("{base}{}", format_args!("/requests/{id}?done=cancelled")),
+        &alice.0,
+    )
+    .await;
+    assert!(html.contains("Your request is withdrawn."), "{html}");
+    assert!(
+        !html.contains(&format!("/requests/{id}/cancel")),
+        "nothing left to cancel"
+    );
+
+    // Deny: a denial needs a comment; with one, it is denied and the comment shown.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let review = format!("{base}/requests/{id}/review");
+    let res = http
+        .post(&review)
+        .header("cookie", &bob.0)
+        .form(&[
+            ("csrf", bob.1.as_str()),
+            ("verdict", "deny"),
+            ("comment", "  "),
+        ])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("A denial needs a reason")
+    );
+    assert_eq!(stored(&server, &id).await.state.as_str(), "pending");
+    let (status, _) = post_form(
+        &http,
+        &review,
+        &bob.0,
+        &[
+            ("csrf", &bob.1),
+            ("verdict", "deny"),
+            ("comment", "not during the freeze"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(stored(&server, &id).await.state.as_str(), "denied");
+    // The requester's page: the review with its comment, and a timeline from the audit log.
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    let reviews = html
+        .split("id=\"rev-h\"")
+        .nth(1)
+        .expect("a reviews section");
+    assert!(
+        reviews.contains("<strong>bob</strong> denied")
+            && reviews.contains("not during the freeze"),
+        "{reviews}"
+    );
+    let timeline = html.split("class=\"timeline\"").nth(1).expect("a timeline");
+    let timeline = timeline.split("</ol>").next().unwrap_or_default();
+    for (action, actor) in [
+        ("request.created", "user:alice"),
+        ("review.denied", "user:bob"),
+        ("request.denied", ""),
+    ] {
+        let line = timeline
+            .split("<li>")
+            .find(|l| l.contains(&format!("<strong>{action}</strong>")))
+            .unwrap_or_else(|| panic!("{action} not in the timeline: {timeline}"));
+        assert!(line.contains(actor), "{line}");
+    }
+    let events = server
+        .app
+        .service
+        .store()
+        .audit(&sallyport::store::AuditFilter {
+            subject: Some(id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(
+        timeline.matches("<li>").count(),
+        events.len(),
+        "every event of the request"
+    );
+
+    // Revoke: not by a bystander; by its approver, with a reason; the access goes.
+    let id = file_request(&http, &base, (&alice.0, &alice.1), &deploy).await;
+    let (status, _) = post_form(
+        &http,
+        &format!("{base}/requests/{id}/review"),
+        &bob.0,
+        &[("csrf", &bob.1), ("verdict", "approve")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    eventually("active", Duration::from_secs(20), || async {
+        stored(&server, &id).await.state.as_str() == "active"
+    })
+    .await;
+    assert!(target.has_grant(&id));
+    let revoke = format!("{base}/requests/{id}/revoke");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &bill.0).await;
+    assert!(
+        !html.contains(&format!("/requests/{id}/revoke")),
+        "offered to bill"
+    );
+    let (status, _) = post_form(
+        &http,
+        &revoke,
+        &bill.0,
+        &[("csrf", &bill.1), ("reason", "x")],
+    )
+    .await;
+    // bill neither approved nor is an admin: the decided request is not even his to see.
+    assert_eq!(status, 404, "bill revoked");
+    let (status, _) = post_form(&http, &revoke, &bob.0, &[("reason", "suspicious")]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    assert_eq!(stored(&server, &id).await.state.as_str(), "active");
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &bob.0).await;
+    assert_eq!(form_csrf(&html, &format!("/requests/{id}/revoke")), bob.1);
+    let (status, loc) = post_form(
+        &http,
+        &revoke,
+        &bob.0,
+        &[("csrf", &bob.1), ("reason", "suspicious activity")],
+    )
+    .await;
+    assert_eq!((status, loc), (303, format!("/requests/{id}?done=revoked")));
+    assert_eq!(stored(&server, &id).await.state.as_str(), "revoked");
+    eventually(
+        "access removed at the target",
+        Duration::from_secs(20),
+        || async { !target.has_grant(&id) },
+    )
+    .await;
+    let (_, html) = page(&http, &format!("{base}/requests/{id}"), &alice.0).await;
+    assert!(
+        html.contains("suspicious activity") && html.contains("<strong>request.revoked</strong>")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_revoked_from_the_tokens_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let p = Principal {
+        id: "alice".into(),
+        email: None,
+        name: None,
+        groups: vec!["eng".into()],
+    };
+    let (api, rec) = server
+        .app
+        .service
+        .issue_token(&p, "laptop cli", 3600, Channel::Api, &WriteCtx::default())
+        .await
+        .expect("token");
+    let me = || async {
+        http.get(format!("{base}/api/v1/me"))
+            .bearer_auth(&api)
+            .send()
+            .await
+            .expect("me")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(me().await, 200);
+    let (_, html) = page(&http, &format!("{base}/tokens"), &alice.0).await;
+    assert!(html.contains("laptop cli"), "{html}");
+    let action = format!("/tokens/{}/revoke", rec.id);
+    assert_eq!(form_csrf(&html, &action), alice.1);
+    let url = format!("{base}{action}");
+
+    // Not without the token, not by someone else.
+    let (status, _) = post_form(&http, &url, &alice.0, &[]).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_form(&http, &url, &bob.0, &[("csrf", &bob.1)]).await;
+    assert_eq!(status, 404, "bob revoked alice's token");
+    assert_eq!(me().await, 200);
+
+    let (status, loc) = post_form(&http, &url, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!((status, loc.as_str()), (303, "/tokens?done=token_revoked"));
+    assert_eq!(me().await, 401, "the API refuses a revoked token");
+    let (_, html) = page(&http, &format!("{base}/tokens"), &alice.0).await;
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("laptop cli"))
+        .expect("still listed");
+    assert!(row.contains("revoked") && !row.contains(&action), "{row}");
+    let (status, _) = post_form(&http, &url, &alice.0, &[("csrf", &alice.1)]).await;
+    assert_eq!(status, 404, "only once");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_dev_user_picker_works_only_in_dev_mode_and_checks_csrf() {
+    use sallyport::app::Options;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("dev.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let server = Server::start_with(
+        &policy,
+        dir.path(),
+        Options {
+            dev: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let base = server.url();
+    let http = no_redirects();
+
+    let res = http
+        .get(format!("{base}/signin?next=%2Fapprovals"))
+        .send()
+        .await
+        .expect("signin");
+    let pre = res.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pre cookie")
+        .to_owned();
+    assert!(pre.starts_with("sallyport_pre="), "{pre}");
+    let html = res.text().await.expect("page");
+    assert!(html.contains("<option value=\"alice\">"), "{html}");
+    let csrf = form_csrf(&html, "/signin/dev");
+    let signin = format!("{base}/signin/dev");
+    let sessions = |res: &reqwest::Response| {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("sallyport_session=") && !c.contains("Max-Age=0"))
+            .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+    };
+
+    // Without the pre-sign-in cookie's token, or with another browser's: refused.
+    for (cookie, token) in [
+        (pre.as_str(), ""),
+        (pre.as_str(), "0000"),
+        ("sallyport_pre=other", csrf.as_str()),
+    ] {
+        let res = http
+            .post(&signin)
+            .header("cookie", cookie)
+            .form(&[("csrf", token), ("user", "alice"), ("next", "/")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 403);
+        assert!(sessions(&res).is_none(), "a session was started");
+    }
+    // An unknown user: no session either.
+    let res = http
+        .post(&signin)
+        .header("cookie", &pre)
+        .form(&[("csrf", csrf.as_str()), ("user", "mallory")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 404);
+    assert!(sessions(&res).is_none());
+
+    // With it: alice, with her directory groups, back where she was going.
+    let res = http
+        .post(&signin)
+        .header("cookie", &pre)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("user", "alice"),
+            ("next", "/approvals"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/approvals");
+    let session = sessions(&res).expect("a session cookie");
+    let (status, html) = page(&http, &format!("{base}/requests/new"), &session).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("title=\"alice\"") && html.contains("app/auto"),
+        "eng may request"
+    );
+    server.stop().await;
+
+    // Outside dev mode there is no picker, and the endpoint does not exist.
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("prod.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let server = Server::start_in(&policy, dir.path()).await;
+    let base = server.url();
+    let res = http
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .expect("signin");
+    let pre = res.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pre cookie")
+        .to_owned();
+    let html = res.text().await.expect("page");
+    assert!(!html.contains("/signin/dev") && !html.contains("value=\"alice\""));
+    let csrf = sallyport::http::web::csrf_for(pre.trim_start_matches("sallyport_pre="));
+    let res = http
+        .post(format!("{base}/signin/dev"))
+        .header("cookie", &pre)
+        .form(&[("csrf", csrf.as_str()), ("user", "alice")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 404);
+    assert!(sessions(&res).is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reviews_are_rate_limited_per_reviewer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let alice = session(&server, "alice", &["eng"]).await;
+    let bob = session(&server, "bob", &["leads"]).await;
+    let bill = session(&server, "bill", &["leads"]).await;
+    let id = file_request(
+        &http,
+        &base,
+        (&alice.0, &alice.1),
+        &[
+            ("entitlement", "db/prod"),
+            ("justification", "migrate"),
+            ("ticket", "INC-9"),
+        ],
+    )
+    .await;
+    let review = format!("{base}/requests/{id}/review");
+
+    // bob's first review counts; then he keeps posting (refused: he has reviewed) until the
+    // limit (60 a minute) answers 429 with Retry-After. Bounded: 100 posts at most.
+    let started = std::time::Instant::now();
+    let mut limited = None;
+    for n in 1..=100 {
+        let res = http
+            .post(&review)
+            .header("cookie", &bob.0)
+            .form(&[("csrf", bob.1.as_str()), ("verdict", "approve")])
+            .send()
+            .await
+            .expect("review");
+        if res.status() == 429 {
+            let wait: u64 = res.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("Retry-After in seconds");
+            assert!((1..=60).contains(&wait), "{wait}");
+            let body = res.text().await.expect("body");
+            assert!(
+                body.contains("Slow down") && body.contains("request-id"),
+                "{body}"
+            );
+            limited = Some(n);
+            break;
+        }
+        assert!(res.status().is_redirection() || res.status().is_client_error());
+        assert!(started.elapsed() < Duration::from_secs(30), "too slow");
+    }
+    assert_eq!(limited, Some(61), "the 61st review in a minute is refused");
+    // The API's review endpoint shares bob's limit.
+    let (api, _) = server
+        .app
+        .service
+        .issue_token(
+            &Principal {
+                id: "bob".into(),
+                email: None,
+                name: None,
+                groups: vec!["leads".into()],
+            },
+            "cli",
+            3600,
+            Channel::Api,
+            &WriteCtx::default(),
+        )
+        .await
+        .expect("token");
+    let res = http
+        .post(format!("{base}/api/v1/requests/{id}/reviews"))
+        .bearer_auth(&api)
+        .json(&serde_json::json!({ "verdict": "approve" }))
+        .send()
+        .await
+        .expect("api review");
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    // Per reviewer: bill is not slowed down, and his approval completes the quorum.
+    let (status, _) = post_form(
+        &http,
+        &review,
+        &bill.0,
+        &[("csrf", &bill.1), ("verdict", "approve")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let r = server
+        .app
+        .service
+        .store()
+        .get_request(&id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(r.reviews.len(), 2, "bob once, bill once");
+    assert_ne!(r.state.as_str(), "pending");
+    server.stop().await;
+}
+
+/// The `sallyport_session` cookie a response sets, if any (not a deletion).
+fn session_set(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("sallyport_session=") && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_callbacks_are_single_use_and_bound_to_the_browser() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let Some(idp) = OidcProvider::start(&[format!("{base}/auth/callback")]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).expect("secret");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(
+        &config(
+            port,
+            &db,
+            &target.url(),
+            Some((&idp.issuer, &idp.client_id)),
+        ),
+        dir.path(),
+    )
+    .await;
+    let http = no_redirects();
+    let sessions_of = |user: &'static str| {
+        let store = server.app.service.store().clone();
+        async move {
+            store
+                .list_tokens(user, 100)
+                .await
+                .expect("tokens")
+                .into_iter()
+                .filter(|t| t.scope == TokenScope::Web)
+                .count()
+        }
+    };
+    // One sign-in at the provider: this browser's pre-sign-in cookie and the callback URL.
+    let start = || async {
+        let res = http
+            .get(format!("{base}/signin?next=%2Ftokens"))
+            .send()
+            .await
+            .expect("signin");
+        let pre = res.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("pre")
+            .to_owned();
+        let res = http
+            .get(format!("{base}/signin/oidc?next=%2Ftokens"))
+            .header("cookie", &pre)
+            .send()
+            .await
+            .expect("signin/oidc");
+        assert_eq!(res.status(), 303);
+        let auth = res.headers()["location"].to_str().expect("loc").to_owned();
+        (pre, auth)
+    };
+    let callback = |url: url::Url, cookie: Option<String>| {
+        let http = http.clone();
+        async move {
+            let mut req = http.get(url);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            req.send().await.expect("callback")
+        }
+    };
+
+    // The authorization request carries PKCE (S256) and a nonce, and the provider requires
+    // PKCE: without a code challenge it refuses.
+    let (_, auth) = start().await;
+    let u = url::Url::parse(&auth).expect("auth url");
+    let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256"),
+        "{auth}"
+    );
+    assert!(q.contains_key("code_challenge") && q.contains_key("nonce") && q.contains_key("state"));
+    let mut bare = u.clone();
+    bare.query_pairs_mut()
+        .clear()
+        .extend_pairs(q.iter().filter(|(k, _)| !k.starts_with("code_challenge")));
+    let refused = oidc_http_sign_in(bare.as_str(), "alice").await;
+    let refused = match refused {
+        Ok(back) => back.to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("invalid_request"), "{refused}");
+
+    // A callback in a browser without the pre-sign-in cookie: refused, nothing signed in;
+    // the state is spent, so the browser that started it cannot finish it either.
+    let (pre, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    assert_eq!(back.path(), "/auth/callback");
+    let res = callback(back.clone(), None).await;
+    assert_eq!(res.status(), 400);
+    assert!(session_set(&res).is_none());
+    assert!(res.text().await.expect("body").contains("another browser"));
+    let res = callback(back, Some(pre)).await;
+    assert_eq!(res.status(), 400, "a refused state stays spent");
+    assert!(session_set(&res).is_none());
+    // ... or with another browser's pre-sign-in cookie.
+    let (_, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    let res = callback(back, Some("sallyport_pre=another-browser".into())).await;
+    assert_eq!(res.status(), 400);
+    assert!(session_set(&res).is_none());
+    assert_eq!(sessions_of("alice").await, 0, "nothing is signed in");
+
+    // The browser that started it: signed in, once. The same callback again is refused.
+    let (pre, auth) = start().await;
+    let back = oidc_http_sign_in(&auth, "alice").await.expect("provider");
+    let res = callback(back.clone(), Some(pre.clone())).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/tokens");
+    let session = session_set(&res).expect("a session");
+    assert_eq!(
+        page(&http, &format!("{base}/tokens"), &session).await.0,
+        200
+    );
+    assert_eq!(sessions_of("alice").await, 1);
+    let res = callback(back, Some(pre)).await;
+    assert_eq!(res.status(), 400, "a reused state");
+    assert!(session_set(&res).is_none());
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("unknown, used or expired")
+    );
+    assert_eq!(sessions_of("alice").await, 1, "the replay signed nobody in");
+    server.stop().await;
+    drop(idp);
+}
+
+/// A browser without JavaScript: it follows redirects, keeps cookies, and submits the forms
+/// of the pages it is shown with their hidden fields. Nothing else.
+struct FormsOnly {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl FormsOnly {
+    fn new(base: &str) -> FormsOnly {
+        FormsOnly {
+            http: no_redirects(),
+            base: base.to_owned(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn keep(&mut self, res: &reqwest::Response) {
+        for c in res.headers().get_all("set-cookie") {
+            let pair = c
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Send, then follow redirects (at most 5): (status, final path, page).
+    async fn send(
+        &mut self,
+        mut path: String,
+        mut form: Option<Vec<(String, String)>>,
+    ) -> (u16, String, String) {
+        for _ in 0..5 {
+            let url = format!("{}{path}", self.base);
+            let mut req = match form.take() {
+                Some(f) => self.http.post(&url).form(&f),
+                None => self.http.get(&url),
+            };
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header("cookie", jar.join("; "));
+            let res = req.send().await.expect("send");
+            self.keep(&res);
+            if res.status().is_redirection() {
+                path = res.headers()["location"]
+                    .to_str()
+                    .expect("location")
+                    .to_owned();
+                assert!(path.starts_with('/'), "off-site: {path}");
+                continue;
+            }
+            let status = res.status().as_u16();
+            return (status, path, res.text().await.expect("page"));
+        }
+        panic!("more than 5 redirects");
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, String) {
+        self.send(path.to_owned(), None).await
+    }
+
+    /// Submit the form of `html` that posts to `action`: its hidden fields, plus `fields`.
+    async fn submit(
+        &mut self,
+        html: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let form = html
+            .split("<form")
+            .skip(1)
+            .find(|f| f.contains(&format!("action=\"{action}\"")))
+            .unwrap_or_else(|| panic!("no form posting to {action} in:\n{html}"));
+        let form = form.split("</form>").next().unwrap_or_default();
+        let hidden = regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#)
+            .expect("regex");
+        let mut data: Vec<(String, String)> = hidden
+            .captures_iter(form)
+            .map(|c| (c[1].to_owned(), unescape(&c[2])))
+            .collect();
+        assert!(
+            data.iter().any(|(k, _)| k == "csrf"),
+            "the form to {action} has no CSRF token"
+        );
+        data.extend(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.send(action.to_owned(), Some(data)).await
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&#x2F;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn state_of(html: &str) -> String {
+    html.split("id=\"request-state\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every page works without JavaScript: the whole flow (sign in, request, approve, see it
+/// active, end it) through the HTML forms alone, over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_works_through_plain_html_forms() {
+    use sallyport::app::Options;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("nojs.db").display());
+    let policy = crate::harness::policy(&db, &target.url(), &Default::default());
+    let dev = Options {
+        dev: true,
+        ..Options::default()
+    };
+    let server = Server::start_with(&policy, dir.path(), dev).await;
+    let base = server.url();
+    let sign_in = |user: &'static str| {
+        let base = base.clone();
+        async move {
+            let mut b = FormsOnly::new(&base);
+            let (status, path, html) = b.get("/").await;
+            assert_eq!((status, path.as_str()), (200, "/signin?next=%2F"));
+            let (status, path, html) = b.submit(&html, "/signin/dev", &[("user", user)]).await;
+            assert_eq!((status, path.as_str()), (200, "/"), "{html}");
+            assert!(
+                html.contains(&format!("title=\"{user}\"")),
+                "signed in as {user}"
+            );
+            b
+        }
+    };
+
+    // alice asks for app/admin (a lead and security must approve).
+    let mut alice = sign_in("alice").await;
+    let (_, _, html) = alice.get("/requests/new").await;
+    // The "Who must approve?" button: the same form, its `formaction`.
+    let (status, _, html) = alice
+        .submit(
+            &html,
+            "/requests/preview",
+            &[
+                ("entitlement", "app/admin"),
+                ("duration", "20m"),
+                ("justification", "OPS-1 rotate keys"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("id=\"preview-result\"") && html.contains("group security"),
+        "{html}"
+    );
+    // The preview keeps what she typed.
+    assert!(html.contains("OPS-1 rotate keys"));
+    let (status, path, html) = alice
+        .submit(
+            &html,
+            "/requests",
+            &[
+                ("entitlement", "app/admin"),
+                ("duration", "20m"),
+                ("justification", "OPS-1 rotate keys"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(path.starts_with("/requests/"), "{path}");
+    assert_eq!(state_of(&html), "pending");
+    let id = path.trim_start_matches("/requests/").to_owned();
+    let page_path = format!("/requests/{id}");
+    let (_, path, _) = alice.submit(&html, "/signout", &[]).await;
+    assert!(path.starts_with("/signin"), "{path}");
+
+    // bob (lead) and carol (security) approve from their inbox.
+    for who in ["bob", "carol"] {
+        let mut b = sign_in(who).await;
+        let (_, _, inbox) = b.get("/approvals").await;
+        assert!(
+            inbox.contains(&format!("href=\"{page_path}\"")),
+            "{who}'s inbox"
+        );
+        let (_, _, html) = b.get(&page_path).await;
+        let (status, path, html) = b
+            .submit(
+                &html,
+                &format!("{page_path}/review"),
+                &[("verdict", "approve"), ("comment", "fine")],
+            )
+            .await;
+        assert_eq!((status, path), (200, format!("{page_path}?done=reviewed")));
+        assert!(html.contains("Your review is recorded."));
+    }
+
+    // alice sees it active on her home page (reloading, as a person would) and ends it.
+    let mut alice = sign_in("alice").await;
+    let started = std::time::Instant::now();
+    let html = loop {
+        let (_, _, html) = alice.get("/").await;
+        if html.contains(&format!("action=\"{page_path}/end\"")) {
+            break html;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never active: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(target.has_grant(&id));
+    assert!(
+        html.contains("min left"),
+        "the time left, without the script"
+    );
+    let (status, path, html) = alice.submit(&html, &format!("{page_path}/end"), &[]).await;
+    assert_eq!((status, path), (200, format!("{page_path}?done=ended")));
+    assert_eq!(state_of(&html), "ended");
+    eventually(
+        "access removed at the target",
+        Duration::from_secs(20),
+        || async { !target.has_grant(&id) },
+    )
+    .await;
+    server.stop().await;
+}
+
+/// Behind https (the public URL says so), every response, pages and API alike, carries HSTS.
+#[tokio::test]
+async fn hsts_when_the_public_url_is_https() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let cfg = config(0, &db, &target.url(), None).replacen(
+        "[server]\n",
+        "[server]\npublic_url = \"https://sallyport.example.com/\"\n",
+        1,
+    );
+    let server = Server::start_in(&cfg, dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    for path in ["/signin", "/api/v1/me", "/static/app.css"] {
+        let res = http.get(format!("{base}{path}")).send().await.expect("get");
+        assert_eq!(
+            res.headers()
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_new_request_picker_shows_each_entitlements_limits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let (alice, _) = session(&server, "alice", &["eng"]).await;
+    let (status, html) = page(&http, &format!("{base}/requests/new"), &alice).await;
+    assert_eq!(status, 200);
+    let choice = |id: &str| {
+        html.split("class=\"choice\"")
+            .find(|c| c.contains(&format!("<strong>{id}</strong>")))
+            .unwrap_or_else(|| panic!("{id} is not offered: {html}"))
+            .split("</label>")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let deploy = choice("app/deploy");
+    assert!(
+        deploy.contains("default 1h, up to 2h") && !deploy.contains("ticket required"),
+        "{deploy}"
+    );
+    let db_prod = choice("db/prod");
+    assert!(
+        db_prod.contains("default 15m, up to 1h; ticket required"),
+        "{db_prod}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_tokens_page_lists_the_newest_and_dead_tokens_are_pruned() {
+    use sallyport::store::TokenRecord;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    let base = server.url();
+    let http = no_redirects();
+    let store = server.app.service.store().clone();
+    let now = sallyport::service::now_ms();
+    let day = 24 * 3600 * 1000;
+    let alice = Principal {
+        id: "alice".into(),
+        email: None,
+        name: None,
+        groups: vec!["eng".into()],
+    };
+    let token = |id: String, created: i64, expires: i64| TokenRecord {
+        id,
+        user_id: "alice".into(),
+        principal: alice.clone(),
+        name: "old cli".into(),
+        scope: TokenScope::Api,
+        created_at: created,
+        expires_at: expires,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    // Dead for 31 days: one expired, one revoked. Dead for a day: kept. And 210 live ones.
+    store
+        .insert_token(
+            &token("expired".into(), now - 40 * day, now - 31 * day),
+            "h-expired",
+        )
+        .await
+        .expect("token");
+    store
+        .insert_token(
+            &token("revoked".into(), now - 40 * day, now + day),
+            "h-revoked",
+        )
+        .await
+        .expect("token");
+    assert!(
+        store
+            .revoke_token("revoked", None, now - 31 * day)
+            .await
+            .expect("revoke")
+    );
+    store
+        .insert_token(
+            &token("recent".into(), now - 2 * day, now - day),
+            "h-recent",
+        )
+        .await
+        .expect("token");
+    for i in 0..210 {
+        store
+            .insert_token(
+                &token(format!("live{i:03}"), now - 10 * day + i, now + day),
+                &format!("h-live{i}"),
+            )
+            .await
+            .expect("token");
+    }
+    // Signing in issues a session, and prunes what has been dead for 30 days.
+    let (cookie, _) = session(&server, "alice", &["eng"]).await;
+    let left: Vec<String> = store
+        .list_tokens("alice", 1000)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(left.len(), 212, "{left:?}");
+    assert!(left.iter().any(|t| t == "recent"), "dead only a day");
+    assert!(!left.iter().any(|t| t == "expired" || t == "revoked"));
+
+    // The page lists the newest 200, newest first, and says there are more.
+    let (status, html) = page(&http, &format!("{base}/tokens"), &cookie).await;
+    assert_eq!(status, 200);
+    let body = html.split("<tbody>").nth(1).expect("table");
+    assert_eq!(body.matches("<tr>").count(), 200);
+    let first = body.split("<tr>").nth(1).expect("a row");
+    assert!(
+        first.contains("(this session)"),
+        "the newest first: {first}"
+    );
+    // The session, "recent", then live209 down to live012: the oldest live ones are cut.
+    let at = |id: &str| body.find(&format!("/tokens/{id}/revoke"));
+    assert!(
+        at("live209").is_some() && at("live209") < at("live012"),
+        "{body}"
+    );
+    assert_eq!(at("live011"), None);
+    assert!(html.contains("Only the newest ones are listed."));
     server.stop().await;
 }

@@ -7,7 +7,8 @@
 // Prints `ready http://127.0.0.1:PORT` (the issuer) on stdout once it listens.
 //
 // One confidential client: client_secret_basic or client_secret_post, authorization_code,
-// response_type code; PKCE (S256 only) is optional for it, and checked when sent.
+// response_type code; PKCE (S256) is required: an authorization request without a
+// code_challenge is refused (invalid_request), so a client that forgets PKCE fails its tests.
 // Scopes openid, email (email, email_verified), profile (name, preferred_username), groups
 // (groups: only with the `groups` scope). The ID token carries every granted claim
 // (conformIdTokenClaims: false).
@@ -128,7 +129,8 @@ const configuration = {
     await grant.save();
     return grant;
   },
-  pkce: { required: () => false },
+  // Every authorization request must carry PKCE (oidc-provider@9: `pkce.required`).
+  pkce: { required: () => true },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: workloads },

@@ -8,7 +8,10 @@
 //! - **CSRF**: every form POST carries a token derived from the session secret
 //!   (`SHA-256("sallyport-csrf" ‖ session)`), checked in constant time; sign-in forms, which have
 //!   no session yet, use a double-submit cookie.
-//! - **Rate limits** per client address on sign-in, per user on reviews.
+//! - **Rate limits** per client address on sign-in, per user on reviews (web and API share
+//!   them); a 429 carries `Retry-After`.
+//! - **Headers** (set for every response in `http::edge`): CSP, `nosniff`, `no-referrer`,
+//!   `X-Frame-Options: DENY`, and HSTS when the public URL is https.
 
 mod limit;
 mod links;

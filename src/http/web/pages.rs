@@ -653,6 +653,8 @@ struct EntChoice {
     id: String,
     description: String,
     max_duration: String,
+    default_duration: String,
+    ticket_required: bool,
     selected: bool,
 }
 
@@ -715,6 +717,8 @@ async fn new_request_view(
             id: e.rules.id.clone(),
             description: e.description.clone(),
             max_duration: format_duration(e.rules.max_duration_secs),
+            default_duration: format_duration(e.rules.default_duration_secs),
+            ticket_required: e.rules.ticket_required,
             selected: e.rules.id == form.entitlement,
         })
         .collect();
@@ -981,13 +985,9 @@ async fn request_page(
     let mine = r.requester.id == p.id;
     let active = r.is_active_at(now);
     let can = Can {
-        // The service decides; this only offers the form to those it may accept.
-        review: r.state == ReqState::Pending
-            && if mine {
-                r.break_glass_allowed
-            } else {
-                r.requirements.iter().any(|q| q.admits(p))
-            },
+        // The service decides; this only offers the form to those it may accept, by the
+        // domain's own rule (pending, eligible, not yet reviewed, own only with break-glass).
+        review: r.may_review(p),
         end: mine && active,
         cancel: mine && r.state == ReqState::Pending,
         revoke: matches!(r.state, ReqState::Approved | ReqState::Active)
@@ -1280,17 +1280,19 @@ struct AuditView {
     filters: AuditQuery,
     rows: Vec<AuditRow>,
     count: usize,
+    /// The page is full: older events exist beyond it.
+    more: bool,
     export: String,
     error: Option<String>,
 }
 
-const AUDIT_PAGE: usize = 500;
+/// Events on the audit page: the newest this many that match.
+const AUDIT_PAGE: u32 = 500;
+/// Events per read while streaming the export.
+const EXPORT_PAGE: u32 = 2000;
 
-async fn audit_records(
-    st: &AppState,
-    user: &WebUser,
-    q: &AuditQuery,
-) -> Result<Vec<crate::audit::AuditRecord>, WebError> {
+/// The store's filter for the audit page's query, for auditors and admins only.
+fn audit_filter(user: &WebUser, q: &AuditQuery) -> Result<AuditFilter, WebError> {
     if !(user.caller.roles.admin || user.caller.roles.auditor) {
         return Err(WebError::new(
             StatusCode::FORBIDDEN,
@@ -1311,29 +1313,14 @@ async fn audit_records(
         a if a.contains(':') => Some(a.to_owned()),
         a => Some(format!("user:{a}")),
     };
-    let filter = AuditFilter {
+    let entitlement = Some(q.entitlement.trim().to_owned()).filter(|e| !e.is_empty());
+    Ok(AuditFilter {
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
         actor,
-        limit: 10_000,
+        entitlement,
         ..AuditFilter::default()
-    };
-    let mut events = st.service.store().audit(&filter).await?;
-    let ent = q.entitlement.trim();
-    if !ent.is_empty() {
-        let requests = st
-            .service
-            .store()
-            .list_requests(&crate::store::RequestFilter {
-                entitlement: Some(ent.to_owned()),
-                limit: 10_000,
-                ..crate::store::RequestFilter::default()
-            })
-            .await?;
-        let ids: std::collections::HashSet<String> = requests.into_iter().map(|r| r.id).collect();
-        events.retain(|e| ids.contains(&e.subject));
-    }
-    Ok(events)
+    })
 }
 
 async fn audit(
@@ -1341,15 +1328,20 @@ async fn audit(
     user: WebUser,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, WebError> {
-    let (events, error) = match audit_records(&st, &user, &q).await {
-        Ok(ev) => (ev, None),
+    let (events, error) = match audit_filter(&user, &q) {
+        Ok(filter) => {
+            let newest = AuditFilter {
+                newest_first: true,
+                limit: AUDIT_PAGE,
+                ..filter
+            };
+            (st.service.store().audit(&newest).await?, None)
+        }
         Err(e) if e.status == StatusCode::BAD_REQUEST => (Vec::new(), Some(e.message)),
         Err(e) => return Err(e),
     };
     let rows: Vec<AuditRow> = events
         .iter()
-        .rev()
-        .take(AUDIT_PAGE)
         .map(|e| AuditRow {
             seq: e.seq,
             at: when(e.at),
@@ -1370,6 +1362,7 @@ async fn audit(
     );
     let view = AuditView {
         count: rows.len(),
+        more: rows.len() == AUDIT_PAGE as usize,
         rows,
         filters: q,
         export,
@@ -1379,13 +1372,69 @@ async fn audit(
     Ok(render(&st, "audit", "Audit log", nav, None, view))
 }
 
+/// Every matching event, in chain order, read a page at a time with `after_seq` and streamed.
+/// The first page is read before answering, so a failing store is an error page; a failure
+/// later aborts the download rather than ending it as if complete.
 async fn audit_export(
     State(st): State<AppState>,
     user: WebUser,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, WebError> {
-    let events = audit_records(&st, &user, &q).await?;
-    Ok(crate::http::views::audit_jsonl(&events))
+    let filter = AuditFilter {
+        limit: EXPORT_PAGE,
+        ..audit_filter(&user, &q)?
+    };
+    let store = st.service.store().clone();
+    let first = store.audit(&filter).await?;
+    struct Cursor {
+        page: Option<Vec<crate::audit::AuditRecord>>,
+        filter: AuditFilter,
+    }
+    let stream = futures::stream::unfold(
+        Some(Cursor {
+            page: Some(first),
+            filter,
+        }),
+        move |cursor| {
+            let store = store.clone();
+            async move {
+                let mut c = cursor?;
+                let page = match c.page.take() {
+                    Some(p) => p,
+                    None => match store.audit(&c.filter).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the audit export failed midway");
+                            return Some((
+                                Err(std::io::Error::other("the audit log could not be read")),
+                                None,
+                            ));
+                        }
+                    },
+                };
+                let last = page.last()?.seq;
+                let mut chunk = String::new();
+                for e in &page {
+                    chunk.push_str(&crate::http::views::audit(e).to_string());
+                    chunk.push('\n');
+                }
+                let more = page.len() == EXPORT_PAGE as usize;
+                c.filter.after_seq = Some(last);
+                Some((Ok::<_, std::io::Error>(chunk), more.then_some(c)))
+            }
+        },
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sallyport-audit.jsonl\"",
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1408,7 +1457,13 @@ struct TokenRow {
 struct TokensView {
     rows: Vec<TokenRow>,
     server: String,
+    /// The list is cut at [`TOKENS_SHOWN`].
+    more: bool,
+    retention_days: i64,
 }
+
+/// The tokens page lists the newest this many.
+const TOKENS_SHOWN: u32 = 200;
 
 async fn tokens(
     State(st): State<AppState>,
@@ -1419,7 +1474,7 @@ async fn tokens(
     let list = st
         .service
         .store()
-        .list_tokens(&user.caller.principal.id)
+        .list_tokens(&user.caller.principal.id, TOKENS_SHOWN)
         .await?;
     let rows = list
         .iter()
@@ -1449,8 +1504,10 @@ async fn tokens(
         })
         .collect();
     let view = TokensView {
+        more: list.len() == TOKENS_SHOWN as usize,
         rows,
         server: st.web.public_url.as_str().trim_end_matches('/').to_owned(),
+        retention_days: crate::service::TOKEN_RETENTION_MS / (24 * 3600 * 1000),
     };
     let nav = Nav::of(&st, &user).await?;
     Ok(render(
@@ -1626,11 +1683,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{name} does not render: {e}"))
     }
 
-    /// Every page template renders from its typed view (strict mode: a field the template
-    /// names and the view lacks fails), and hostile text comes out escaped.
-    #[test]
-    fn every_template_renders_and_escapes() {
-        let t = Templates::new().expect("templates");
+    /// Every page template, rendered from a sample of its typed view full of hostile text.
+    fn rendered_pages(t: &Templates) -> Vec<(&'static str, String)> {
         let grant = || GrantView {
             id: "r1".into(),
             entitlement: "app/x".into(),
@@ -1643,7 +1697,7 @@ mod tests {
             (
                 "signin",
                 page(
-                    &t,
+                    t,
                     "signin",
                     SigninView {
                         error: Some(EVIL.into()),
@@ -1661,7 +1715,7 @@ mod tests {
             (
                 "home",
                 page(
-                    &t,
+                    t,
                     "home",
                     HomeView {
                         grants: vec![grant()],
@@ -1673,13 +1727,15 @@ mod tests {
             (
                 "new_request",
                 page(
-                    &t,
+                    t,
                     "new_request",
                     NewRequestView {
                         entitlements: vec![EntChoice {
                             id: "app/x".into(),
                             description: EVIL.into(),
                             max_duration: "1h".into(),
+                            default_duration: "15m".into(),
+                            ticket_required: true,
                             selected: true,
                         }],
                         form: RequestForm {
@@ -1697,7 +1753,7 @@ mod tests {
             (
                 "request",
                 page(
-                    &t,
+                    t,
                     "request",
                     RequestPage {
                         r: ReqView {
@@ -1757,7 +1813,7 @@ mod tests {
             (
                 "approvals",
                 page(
-                    &t,
+                    t,
                     "approvals",
                     ApprovalsView {
                         rows: vec![row()],
@@ -1768,7 +1824,7 @@ mod tests {
             (
                 "entitlements",
                 page(
-                    &t,
+                    t,
                     "entitlements",
                     CatalogView {
                         rows: vec![CatalogRow {
@@ -1787,7 +1843,7 @@ mod tests {
             (
                 "audit",
                 page(
-                    &t,
+                    t,
                     "audit",
                     AuditView {
                         filters: AuditQuery {
@@ -1804,6 +1860,7 @@ mod tests {
                             channel: "web".into(),
                         }],
                         count: 1,
+                        more: true,
                         export: "/audit/export.jsonl".into(),
                         error: Some(EVIL.into()),
                     },
@@ -1812,7 +1869,7 @@ mod tests {
             (
                 "tokens",
                 page(
-                    &t,
+                    t,
                     "tokens",
                     TokensView {
                         rows: vec![TokenRow {
@@ -1827,13 +1884,15 @@ mod tests {
                             current: true,
                         }],
                         server: "http://x".into(),
+                        more: true,
+                        retention_days: 30,
                     },
                 ),
             ),
             (
                 "cli_login",
                 page(
-                    &t,
+                    t,
                     "cli_login",
                     CliLoginView {
                         port: 5000,
@@ -1859,8 +1918,17 @@ mod tests {
             .expect("error page");
         rendered.push(("error", err));
         for (name, view) in super::super::links::sample_views(EVIL) {
-            rendered.push((name, page(&t, name, view)));
+            rendered.push((name, page(t, name, view)));
         }
+        rendered
+    }
+
+    /// Every page template renders from its typed view (strict mode: a field the template
+    /// names and the view lacks fails), and hostile text comes out escaped.
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let t = Templates::new().expect("templates");
+        let rendered = rendered_pages(&t);
         for (name, html) in &rendered {
             assert!(!html.contains(EVIL), "{name}: raw hostile text");
             assert!(
@@ -1882,5 +1950,193 @@ mod tests {
             serde_json::json!({"title": "t", "flash": null, "nav": {"user": null, "dev": false}});
         let e = t.render("error", &missing).expect_err("strict mode");
         assert!(e.contains("heading"), "{e}");
+    }
+
+    /// Every form control a person fills in has a name for assistive technology: an `id` with
+    /// a matching `<label for>`, or an `aria-label`.
+    #[test]
+    fn every_form_control_has_a_label() {
+        let t = Templates::new().expect("templates");
+        let control = regex::Regex::new(r"<(input|select|textarea)\b([^>]*)>").expect("regex");
+        let attr = |attrs: &str, name: &str| {
+            regex::Regex::new(&format!(r#"(?:^|\s){name}="([^"]*)""#))
+                .expect("regex")
+                .captures(attrs)
+                .map(|c| c[1].to_owned())
+        };
+        let mut checked = 0;
+        for (name, html) in rendered_pages(&t) {
+            for c in control.captures_iter(&html) {
+                let attrs = &c[2];
+                if matches!(
+                    attr(attrs, "type").as_deref(),
+                    Some("hidden" | "submit" | "button")
+                ) {
+                    continue;
+                }
+                checked += 1;
+                if attr(attrs, "aria-label").is_some_and(|l| !l.trim().is_empty()) {
+                    continue;
+                }
+                let id = attr(attrs, "id").unwrap_or_else(|| {
+                    panic!("{name}: `{}` has neither an id nor an aria-label", &c[0])
+                });
+                assert!(
+                    html.contains(&format!("<label for=\"{id}\"")),
+                    "{name}: no <label for=\"{id}\"> for `{}`",
+                    &c[0]
+                );
+                assert_eq!(
+                    html.matches(&format!(" id=\"{id}\"")).count(),
+                    1,
+                    "{name}: the id {id} is not unique"
+                );
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} controls: is the check still looking?"
+        );
+    }
+
+    /// Buttons and links repeated once per row say which row they act on, for screen readers
+    /// that list them out of context.
+    #[test]
+    fn repeated_buttons_name_what_they_act_on() {
+        let t = Templates::new().expect("templates");
+        let pages = rendered_pages(&t);
+        let html = |n: &str| {
+            pages
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, h)| h.clone())
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert!(
+            html("home").contains(r#"aria-label="End app/x now">End now</button>"#),
+            "home"
+        );
+        assert!(
+            html("tokens").contains(
+                r#"aria-label="Revoke browser session &lt;script&gt;alert(1)&lt;/script&gt;, created now">Revoke</button>"#
+            ),
+            "tokens"
+        );
+        assert!(
+            html("entitlements").contains(r#"aria-label="Request app/x">Request</a>"#),
+            "catalog"
+        );
+    }
+
+    /// `#rrggbb` or `#rgb` as linear-light relative luminance (WCAG 2.x).
+    fn luminance(hex: &str) -> Option<f64> {
+        let h = hex.trim().strip_prefix('#')?;
+        let full: String = match h.len() {
+            3 => h.chars().flat_map(|c| [c, c]).collect(),
+            6 => h.to_owned(),
+            _ => return None,
+        };
+        let channel = |i: usize| -> Option<f64> {
+            let v = f64::from(u8::from_str_radix(full.get(i..i + 2)?, 16).ok()?) / 255.0;
+            Some(if v <= 0.040_45 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            })
+        };
+        Some(0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?)
+    }
+
+    fn contrast(a: &str, b: &str) -> f64 {
+        let (la, lb) = (
+            luminance(a).unwrap_or_else(|| panic!("not a colour: {a}")),
+            luminance(b).unwrap_or_else(|| panic!("not a colour: {b}")),
+        );
+        (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+    }
+
+    #[test]
+    fn contrast_is_computed_as_wcag_defines_it() {
+        assert!((contrast("#000", "#fff") - 21.0).abs() < 1e-9);
+        assert!((contrast("#777777", "#ffffff") - 4.48).abs() < 0.01);
+    }
+
+    /// The stylesheet's text colours meet WCAG AA (4.5:1) on the backgrounds they are used
+    /// on, and the focus ring is visible (3:1) both on white pages and in the dark header.
+    #[test]
+    fn stylesheet_colours_meet_wcag_contrast() {
+        let css = super::super::templates::STATIC
+            .iter()
+            .find(|(n, _, _)| *n == "app.css")
+            .map(|(_, _, body)| *body)
+            .expect("app.css");
+        let vars: std::collections::HashMap<String, String> =
+            regex::Regex::new(r"--([a-z-]+):\s*(#[0-9a-fA-F]{3,6})\b")
+                .expect("regex")
+                .captures_iter(css)
+                .map(|c| (c[1].to_owned(), c[2].to_owned()))
+                .collect();
+        let resolve = |v: &str| -> Option<String> {
+            let v = v.trim();
+            match v.strip_prefix("var(--").and_then(|r| r.strip_suffix(')')) {
+                Some(name) => vars.get(name).cloned(),
+                None => luminance(v).map(|_| v.to_owned()),
+            }
+        };
+        let var = |n: &str| vars.get(n).cloned().unwrap_or_else(|| panic!("--{n}"));
+        // Text colours on the page and on panels (cards, table heads).
+        for fg in ["fg", "muted", "accent", "danger", "ok", "warn"] {
+            for bg in ["bg", "panel"] {
+                let c = contrast(&var(fg), &var(bg));
+                assert!(c >= 4.5, "--{fg} on --{bg}: {c:.2}:1");
+            }
+        }
+        // Every rule that sets a background: its text colour (inherited --fg if unset) on it.
+        let mut rules = std::collections::HashMap::new();
+        for block in css.split('}') {
+            let Some((selector, decls)) = block.rsplit_once('{') else {
+                continue;
+            };
+            let decl = |key: &str| {
+                decls
+                    .split(';')
+                    .filter_map(|d| d.split_once(':'))
+                    .find(|(k, _)| k.trim() == key)
+                    .map(|(_, v)| v.trim().to_owned())
+            };
+            let Some(bg) = decl("background")
+                .or_else(|| decl("background-color"))
+                .and_then(|b| resolve(&b))
+            else {
+                continue;
+            };
+            let fg = decl("color")
+                .and_then(|c| resolve(&c))
+                .unwrap_or_else(|| var("fg"));
+            let selector = selector.trim().to_owned();
+            let c = contrast(&fg, &bg);
+            assert!(c >= 4.5, "`{selector}`: {fg} on {bg} is {c:.2}:1");
+            rules.insert(selector, bg);
+        }
+        assert!(
+            rules.len() >= 8,
+            "only {} rules with a background",
+            rules.len()
+        );
+        // Focus: the outer ring against the page, the inner one against the header (non-text
+        // contrast, 3:1). The focus rule must draw both.
+        let header = rules.get("header.top").expect("the header's background");
+        let focus_rule = css
+            .lines()
+            .find(|l| l.starts_with(":focus-visible"))
+            .expect(":focus-visible rule");
+        assert!(
+            focus_rule.contains("var(--focus)") && focus_rule.contains("var(--focus-ring)"),
+            "{focus_rule}"
+        );
+        let outer = contrast(&var("focus-ring"), &var("bg"));
+        assert!(outer >= 3.0, "focus ring on the page: {outer:.2}:1");
+        let inner = contrast(&var("focus"), header);
+        assert!(inner >= 3.0, "focus ring in the header: {inner:.2}:1");
     }
 }
