@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sallyport::app::{App, Options};
 use sallyport::config::{Config, ParseOptions};
 use sallyport::domain::Channel;
-use sallyport::service::{Caller, CreateInput};
+use sallyport::service::{Caller, CreateInput, CredentialsFor};
 use sallyport::store::WriteCtx;
 
 /// Pairs of mints; `SALLYPORT_BENCH_N` overrides it (e.g. for a profiler to attach).
@@ -201,6 +201,7 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
     eprintln!("measuring {n} pairs");
     let mut direct = Vec::with_capacity(n);
     let mut through = Vec::with_capacity(n);
+    let mut in_process = Vec::with_capacity(n);
     // Interleave the two so drift in moto affects both alike.
     for i in 0..n {
         let t = Instant::now();
@@ -248,9 +249,20 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
         assert!(res.status().is_success(), "{:?}", res.text().await);
         let _ = res.bytes().await;
         through.push(t.elapsed());
+        let t = Instant::now();
+        app.service
+            .credentials(
+                &caller,
+                CredentialsFor::Entitlement("aws/bench".into()),
+                &WriteCtx::default(),
+            )
+            .await
+            .expect("in-process mint");
+        in_process.push(t.elapsed());
     }
     let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
     let (s50, s99) = (pct(&mut through, 0.5), pct(&mut through, 0.99));
+    let (i50, i99) = (pct(&mut in_process, 0.5), pct(&mut in_process, 0.99));
     println!();
     println!("| credential mint ({n} calls each, moto) | p50 | p99 |");
     println!("| --- | --- | --- |");
@@ -263,6 +275,11 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
         "| through Sallyport (`POST /api/v1/credentials`) | {:.2} ms | {:.2} ms |",
         ms(s50),
         ms(s99)
+    );
+    println!(
+        "| the same mint in process (no HTTP hop) | {:.2} ms | {:.2} ms |",
+        ms(i50),
+        ms(i99)
     );
     println!(
         "| ratio | {:.2}× | {:.2}× |",
