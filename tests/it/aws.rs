@@ -658,6 +658,8 @@ type Seen = std::sync::Arc<std::sync::Mutex<Vec<Vec<(String, String)>>>>;
 struct Recorder {
     url: String,
     seen: Seen,
+    /// Answer this many AssumeRole calls with STS's throttling error instead of passing them on.
+    throttle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -672,16 +674,38 @@ impl Recorder {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, Method, StatusCode, Uri};
         let seen: Seen = Default::default();
-        let (up, log) = (upstream.to_owned(), seen.clone());
+        let throttle = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (up, log, slow) = (upstream.to_owned(), seen.clone(), throttle.clone());
         let client = reqwest::Client::new();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (up, log, client) = (up.clone(), log.clone(), client.clone());
+                let (up, log, client, slow) =
+                    (up.clone(), log.clone(), client.clone(), slow.clone());
                 async move {
                     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
                         .map(|(k, v)| (k.into_owned(), v.into_owned()))
                         .collect();
+                    let assume = form.iter().any(|(k, v)| k == "Action" && v == "AssumeRole");
                     log.lock().unwrap_or_else(|p| p.into_inner()).push(form);
+                    if assume
+                        && slow
+                            .fetch_update(
+                                std::sync::atomic::Ordering::SeqCst,
+                                std::sync::atomic::Ordering::SeqCst,
+                                |n| n.checked_sub(1),
+                            )
+                            .is_ok()
+                    {
+                        let mut out = axum::response::Response::new(axum::body::Body::from(
+                            r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>"#,
+                        ));
+                        *out.status_mut() = StatusCode::BAD_REQUEST;
+                        out.headers_mut().insert(
+                            "content-type",
+                            axum::http::HeaderValue::from_static("text/xml"),
+                        );
+                        return out;
+                    }
                     let mut rq = client.request(
                         method,
                         format!("{up}{}", uri.path_and_query().map_or("/", |p| p.as_str())),
@@ -722,7 +746,12 @@ impl Recorder {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Recorder { url, seen, task }
+        Recorder {
+            url,
+            seen,
+            throttle,
+            task,
+        }
     }
 
     /// The form fields of every call with this `Action`, oldest first.
@@ -802,6 +831,19 @@ plugin = "aws-sts"
 [entitlements.connector.settings]
 role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-admin"
 policy_arns = ["arn:aws:iam::{ACCOUNT}:policy/ReadStuff"]
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+
+[[entitlements]]
+id = "aws/prod-missing"
+max_duration = "1h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-missing"
 [entitlements.approval]
 plugin = "quorum"
 [entitlements.approval.settings]
@@ -899,6 +941,48 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     assert!(
         !statements.is_empty() && statements.iter().all(|s| s["Effect"] == "Deny"),
         "{policy}"
+    );
+
+    // Throttling is retried (the test configures two attempts), and reported when it persists.
+    let before = rec.calls("AssumeRole").len();
+    rec.throttle.store(1, std::sync::atomic::Ordering::SeqCst);
+    let (st, c) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "request_id": narrow }),
+        )
+        .await;
+    assert_eq!(st, 200, "a throttled call is retried: {c}");
+    assert_eq!(rec.calls("AssumeRole").len(), before + 2);
+    rec.throttle.store(5, std::sync::atomic::Ordering::SeqCst);
+    let (st, c) = s
+        .post(
+            "alice",
+            "/api/v1/credentials",
+            json!({ "request_id": narrow }),
+        )
+        .await;
+    assert!(
+        st >= 500
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("throttling") && m.contains("Rate exceeded")),
+        "{st} {c}"
+    );
+    rec.throttle.store(0, std::sync::atomic::Ordering::SeqCst);
+
+    // A role that does not exist: AWS's NoSuchEntity, said plainly.
+    let missing_role = s.request("alice", "aws/prod-missing", "10m", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let v = s.wait_state(&missing_role, "failed", T).await;
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not exist") && r.contains("role/prod-missing")),
+        "{v}"
     );
 
     // An ARN whose path differs from the user's real one is refused, not applied to the
