@@ -39,9 +39,10 @@
 //!   capabilities plugins may import (`log`, `http`, `aws` with its ARN allow-list, and
 //!   `azure` with its scope allow-list).
 //! - [`cloud`]: the cloud SDK calls behind the capabilities. `cloud/aws.rs` (aws-sdk-sts,
-//!   aws-sdk-iam): AssumeRole clamped to [900 s, role maximum] and the grant's end, session policy
-//!   and tags, IAM inline/managed policies and groups, errors as clear messages, throttling
-//!   retried. `cloud/azure.rs` (azure_identity for Entra ID tokens over Sallyport's own HTTP
+//!   aws-sdk-iam): AssumeRole clamped to [900 s, role maximum] and the grant's end (retried at an
+//!   hour under role chaining), session policy (an Allow until the end only when nothing else
+//!   narrows the session) and tags, IAM inline/managed policies and groups on entities whose ARN
+//!   IAM confirms (path and account), errors as clear messages, throttling retried. `cloud/azure.rs` (azure_identity for Entra ID tokens over Sallyport's own HTTP
 //!   client, then ARM REST): PIM `AdminAssign` schedule requests with an `AfterDuration`
 //!   expiration and `AdminRemove`, plain role assignments, role definition and Graph user
 //!   lookups; `Retry-After` honoured within the plugin call's deadline, one token renewal on a
@@ -107,7 +108,11 @@
 //! - **Connectors remove only what they made.** A revoke (or rollback) of AWS or Azure access
 //!   targets only what that request created: the `azure` capability derives the names of its
 //!   schedule requests and role assignments from the request, and never removes an assignment
-//!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`).
+//!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`). The AWS
+//!   connectors revoke (and aws-sts mints for) what the grant's handle recorded, not what the
+//!   settings say now. The end-of-grant clean-up call after an early revoke happens only for
+//!   connectors whose manifest asks for it (`cleanup-at-end`), because for access not scoped to
+//!   one request a second revoke could take a newer grant's away.
 //! - **An approval is for one action, once.** An attestation names the action kind (its
 //!   `aud`), the digest of the exact parameters and the request (`jti`); consuming it is a
 //!   compare-and-set transition, so of two consumers exactly one succeeds, and parameters that
