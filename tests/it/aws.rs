@@ -440,17 +440,15 @@ async fn sts_credentials_through_the_aws_cli() {
 
     // An ARN outside the capability's (another account's user, known only once the grant names
     // its requester) is refused before AWS is called.
-    let out = s.request("alice", "aws/outside", "10m", "sneaky").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let v = s.wait_state(&out, "failed", T).await;
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("not among the ARNs")),
-        "{v}"
-    );
+    fails_with(
+        &s,
+        "alice",
+        "aws/outside",
+        "10m",
+        "sneaky",
+        &["not among the ARNs"],
+    )
+    .await;
     s.stop().await;
     db.cleanup().await;
 }
@@ -485,10 +483,7 @@ async fn iam_grants_carry_their_expiry_and_vanish_on_revoke() {
     let s = Server::start_in(&text, &base).await;
 
     // Inline policy: every Allow ends at expires_at.
-    let id = s.request("alice", "aws/inline", "30m", "debug").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/inline", "30m", "debug").await;
     let v = s.wait_state(&id, "active", T).await;
     let end = v["grant"]["expires_at"]
         .as_str()
@@ -529,10 +524,7 @@ async fn iam_grants_carry_their_expiry_and_vanish_on_revoke() {
     assert!(gone.is_err(), "the inline policy is deleted");
 
     // Managed policy attached, then detached.
-    let id = s.request("alice", "aws/attach", "30m", "read").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/attach", "30m", "read").await;
     s.wait_state(&id, "active", T).await;
     let attached = |iam: aws_sdk_iam::Client| async move {
         iam.list_attached_user_policies()
@@ -561,10 +553,7 @@ async fn iam_grants_carry_their_expiry_and_vanish_on_revoke() {
     assert!(attached(iam.clone()).await.is_empty());
 
     // Group membership, then removal.
-    let id = s.request("alice", "aws/group", "30m", "on call").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/group", "30m", "on call").await;
     s.wait_state(&id, "active", T).await;
     let members = |iam: aws_sdk_iam::Client| async move {
         iam.get_group()
@@ -587,10 +576,7 @@ async fn iam_grants_carry_their_expiry_and_vanish_on_revoke() {
     assert!(members(iam.clone()).await.is_empty());
 
     // No credentials from an IAM grant.
-    let id = s.request("alice", "aws/group", "30m", "again").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/group", "30m", "again").await;
     s.wait_state(&id, "active", T).await;
     let (st, v) = s
         .post("alice", "/api/v1/credentials", json!({ "request_id": id }))
@@ -612,10 +598,7 @@ async fn an_expired_grant_gives_no_credentials() {
     let db = Db::new(Backend::Sqlite).await.expect("db");
     let (text, base) = config(&db.url, &moto);
     let s = Server::start_in(&text, &base).await;
-    let id = s.request("alice", "aws/prod-admin", "2s", "brief").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/prod-admin", "2s", "brief").await;
     s.wait_state(&id, "active", T).await;
     let (st, c) = s
         .post(
@@ -780,6 +763,18 @@ fn tags(
         .collect()
 }
 
+/// File a request and wait for it to fail with a reason that says all of `why`.
+async fn fails_with(s: &Server, user: &str, ent: &str, duration: &str, reason: &str, why: &[&str]) {
+    let id = s.request_id(user, ent, duration, reason).await;
+    let v = s.wait_state(&id, "failed", T).await;
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| why.iter().all(|w| r.contains(w))),
+        "{v}"
+    );
+}
+
 async fn has_event(s: &Server, id: &str, action: &str) -> bool {
     let (_, v) = s
         .get(
@@ -868,10 +863,7 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
 
     // A 5 minute grant: STS gets its 900 s floor (the session policy ends it at the grant's end),
     // the session name, source identity and tags name who, what and which request.
-    let id = s.request("alice", "aws/prod-admin", "5m", "look").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = s.request_id("alice", "aws/prod-admin", "5m", "look").await;
     let v = s.wait_state(&id, "active", T).await;
     let end = v["grant"]["expires_at"]
         .as_str()
@@ -918,10 +910,7 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     }
 
     // Managed session policies stay the limit: no Allow of Sallyport's beside them.
-    let narrow = s.request("alice", "aws/prod-narrow", "1h", "read").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let narrow = s.request_id("alice", "aws/prod-narrow", "1h", "read").await;
     s.wait_state(&narrow, "active", T).await;
     let (st, c) = s
         .post(
@@ -973,45 +962,35 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     rec.throttle.store(0, std::sync::atomic::Ordering::SeqCst);
 
     // A role that does not exist: AWS's NoSuchEntity, said plainly.
-    let missing_role = s.request("alice", "aws/prod-missing", "10m", "x").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let v = s.wait_state(&missing_role, "failed", T).await;
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("does not exist") && r.contains("role/prod-missing")),
-        "{v}"
-    );
+    fails_with(
+        &s,
+        "alice",
+        "aws/prod-missing",
+        "10m",
+        "x",
+        &["does not exist", "role/prod-missing"],
+    )
+    .await;
 
     // An ARN whose path differs from the user's real one is refused, not applied to the
     // same-named user: alice's ARN is user/alice, not user/contractors/alice.
-    let sneaky = s.request("alice", "aws/contractor", "10m", "x").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let v = s.wait_state(&sneaky, "failed", T).await;
-    assert!(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("does not name an entity")),
-        "{v}"
-    );
+    fails_with(
+        &s,
+        "alice",
+        "aws/contractor",
+        "10m",
+        "x",
+        &["does not name an entity"],
+    )
+    .await;
     assert!(!in_group(&iam, "alice").await, "nothing was granted");
     assert!(rec.calls("AddUserToGroup").is_empty());
 
     // Early ends, then the natural ends. aws-sts asked for the end-of-grant clean-up: its deny
     // policy goes. aws-iam did not: its early revoke removed the membership, and a second
     // revoke would take away the newer grant's.
-    let a = s.request("alice", "aws/prod-admin", "4s", "brief").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let b = s.request("alice", "aws/group", "4s", "brief").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let a = s.request_id("alice", "aws/prod-admin", "4s", "brief").await;
+    let b = s.request_id("alice", "aws/group", "4s", "brief").await;
     s.wait_state(&a, "active", T).await;
     s.wait_state(&b, "active", T).await;
     for r in [&a, &b] {
@@ -1032,10 +1011,7 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     };
     assert!(deny(iam.clone(), a.clone()).await, "the early end's deny");
     assert!(!in_group(&iam, "alice").await);
-    let c = s.request("alice", "aws/group", "30m", "on call").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let c = s.request_id("alice", "aws/group", "30m", "on call").await;
     s.wait_state(&c, "active", T).await;
     assert!(in_group(&iam, "alice").await);
     crate::harness::eventually("the deny policy's clean-up", T, || async {

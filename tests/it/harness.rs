@@ -466,6 +466,18 @@ impl Server {
     }
 
     /// File a request and return its JSON (asserting 201).
+    /// File a request and return its id.
+    pub async fn request_id(
+        &self,
+        user: &str,
+        entitlement: &str,
+        duration: &str,
+        why: &str,
+    ) -> String {
+        let v = self.request(user, entitlement, duration, why).await;
+        v["id"].as_str().expect("id").to_owned()
+    }
+
     pub async fn request(&self, user: &str, entitlement: &str, duration: &str, why: &str) -> Value {
         let (s, v) = self
             .post(

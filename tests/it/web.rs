@@ -413,6 +413,16 @@ pub(crate) async fn session(server: &Server, user: &str, groups: &[&str]) -> (St
     (format!("sallyport_session={token}"), csrf)
 }
 
+/// A server on the tests' web configuration over SQLite, with its target; keep the directory
+/// alive as long as the server.
+async fn web_server() -> (tempfile::TempDir, Target, Server) {
+    let dir = tempfile::tempdir().expect("dir");
+    let target = Target::start().await;
+    let db = format!("sqlite://{}", dir.path().join("web.db").display());
+    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
+    (dir, target, server)
+}
+
 pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -422,12 +432,8 @@ pub(crate) fn no_redirects() -> reqwest::Client {
 
 #[tokio::test]
 async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
     let count = || async {
         server
@@ -638,12 +644,8 @@ async fn forms_need_csrf_text_is_inert_and_redirects_stay_local() {
 async fn cli_login_codes_are_single_use_and_bound_to_the_verifier() {
     use base64::Engine;
     use sha2::{Digest, Sha256};
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let verifier = b64.encode([7u8; 32]);
@@ -764,12 +766,8 @@ pub(crate) async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> (u1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_page_shows_the_newest_events_and_the_export_has_them_all() {
     use sallyport::domain::Event;
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let store = server.app.service.store().clone();
 
     // More old events than the store hands out in one read (10,000), all in 1970.
@@ -930,12 +928,8 @@ pub(crate) async fn post_form(
 
 #[tokio::test]
 async fn signing_out_ends_the_session_on_the_server() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let (cookie, csrf) = session(&server, "alice", &["eng"]).await;
     assert_eq!(page(&http, &format!("{base}/"), &cookie).await.0, 200);
 
@@ -998,12 +992,8 @@ pub(crate) async fn file_request(
 
 #[tokio::test]
 async fn the_review_form_is_offered_only_to_those_who_may_still_review() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let alice = session(&server, "alice", &["eng"]).await;
     let bob = session(&server, "bob", &["leads"]).await;
     let bill = session(&server, "bill", &["leads"]).await;
@@ -1089,12 +1079,8 @@ async fn stored(server: &Server, id: &str) -> sallyport::domain::Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_cancel_deny_revoke_and_the_timeline() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let alice = session(&server, "alice", &["eng"]).await;
     let bob = session(&server, "bob", &["leads"]).await;
     // bill leads too, but does not review.
@@ -1271,12 +1257,8 @@ async fn web_cancel_deny_revoke_and_the_timeline() {
 
 #[tokio::test]
 async fn tokens_are_revoked_from_the_tokens_page() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let alice = session(&server, "alice", &["eng"]).await;
     let bob = session(&server, "bob", &["leads"]).await;
     let p = Principal {
@@ -1458,12 +1440,8 @@ async fn the_dev_user_picker_works_only_in_dev_mode_and_checks_csrf() {
 
 #[tokio::test]
 async fn reviews_are_rate_limited_per_reviewer() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let alice = session(&server, "alice", &["eng"]).await;
     let bob = session(&server, "bob", &["leads"]).await;
     let bill = session(&server, "bill", &["leads"]).await;
@@ -1982,12 +1960,8 @@ async fn hsts_when_the_public_url_is_https() {
 
 #[tokio::test]
 async fn the_new_request_picker_shows_each_entitlements_limits() {
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let (alice, _) = session(&server, "alice", &["eng"]).await;
     let (status, html) = page(&http, &format!("{base}/requests/new"), &alice).await;
     assert_eq!(status, 200);
@@ -2016,12 +1990,8 @@ async fn the_new_request_picker_shows_each_entitlements_limits() {
 #[tokio::test]
 async fn the_tokens_page_lists_the_newest_and_dead_tokens_are_pruned() {
     use sallyport::store::TokenRecord;
-    let dir = tempfile::tempdir().expect("dir");
-    let target = Target::start().await;
-    let db = format!("sqlite://{}", dir.path().join("web.db").display());
-    let server = Server::start_in(&config(0, &db, &target.url(), None), dir.path()).await;
-    let base = server.url();
-    let http = no_redirects();
+    let (_dir, _target, server) = web_server().await;
+    let (base, http) = (server.url(), no_redirects());
     let store = server.app.service.store().clone();
     let now = sallyport::service::now_ms();
     let day = 24 * 3600 * 1000;
