@@ -196,7 +196,7 @@ settings = {{ auto_approve = [{{ requester_groups = ["eng"] }}] }}
             .send()
             .await;
     }
-    let policy_doc = r#"{"Version":"2012-10-17","Statement":[{"Sid":"SallyportGrantWindow","Effect":"Allow","Action":"*","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}}}]}"#;
+    let policy_doc = r#"{"Version":"2012-10-17","Statement":[{"Sid":"SallyportGrantWindow","Effect":"Allow","Action":"*","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}}},{"Sid":"SallyportGrantEnd","Effect":"Deny","Action":"*","Resource":"*","Condition":{"DateGreaterThanEquals":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}}}]}"#;
     let n = pairs();
     eprintln!("measuring {n} pairs");
     let mut direct = Vec::with_capacity(n);

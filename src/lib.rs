@@ -108,7 +108,9 @@
 //! - **Connectors remove only what they made.** A revoke (or rollback) of AWS or Azure access
 //!   targets only what that request created: the `azure` capability derives the names of its
 //!   schedule requests and role assignments from the request, and never removes an assignment
-//!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`). The AWS
+//!   the principal already held (`RoleAssignmentExists` is reported as `preexisting`). aws-iam's
+//!   attach and group grants are the exception the README names: they are not scoped to one
+//!   request, so one person's overlapping grants of one entitlement end together. The AWS
 //!   connectors revoke (and aws-sts mints for) what the grant's handle recorded, not what the
 //!   settings say now. The end-of-grant clean-up call after an early revoke happens only for
 //!   connectors whose manifest asks for it (`cleanup-at-end`), because for access not scoped to

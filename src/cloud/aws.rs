@@ -243,6 +243,13 @@ fn sts_name(s: &str, max: usize) -> String {
     out
 }
 
+/// An ARN whose name IAM resolves to another entity (another path, or another account).
+fn unreachable_entity(arn: &str, kind: &str, name: &str, actual: &str) -> AwsError {
+    AwsError::InvalidInput(format!(
+        "`{arn}` does not name an entity Sallyport can reach: the {kind} called `{name}` in its account is `{actual}` (Sallyport manages roles, users and groups of its own account only)"
+    ))
+}
+
 /// `sp-<requester>-<last part of the request id>`, at most 64 characters: a long requester id is
 /// shortened, never the request's part, so CloudTrail always leads back to the request.
 fn session_name(requester: &str, request_id: &str) -> String {
@@ -288,7 +295,7 @@ fn rfc3339(ms: i64) -> String {
 /// Session policies only narrow, and an Allow in any of them counts: so the "allow everything
 /// until the end" statement is sent only when nothing else narrows the session. With managed
 /// session policies (`with_managed`) and no inline one, the inline policy is the end's Deny
-/// alone, so the managed policies stay the limit.
+/// alone, so the managed policies stay the limit. The Deny from the end on is always there.
 pub fn window_session_policy(
     plugin_policy: Option<&str>,
     with_managed: bool,
@@ -297,19 +304,18 @@ pub fn window_session_policy(
     let end = rfc3339(end_ms);
     let mut doc = match plugin_policy {
         None if with_managed => json!({ "Version": "2012-10-17", "Statement": [] }),
-        None => {
-            return Ok(json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "SallyportGrantWindow",
-                    "Effect": "Allow",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": { "DateLessThan": { "aws:CurrentTime": end } }
-                }]
-            })
-            .to_string());
-        }
+        // Nothing narrows the session: the role's permissions until the end (and the Deny below
+        // from the end on, which also holds against resource policies naming the session).
+        None => json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "SallyportGrantWindow",
+                "Effect": "Allow",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": { "DateLessThan": { "aws:CurrentTime": end } }
+            }]
+        }),
         Some(p) => serde_json::from_str::<Value>(p)
             .map_err(|e| AwsError::InvalidInput(format!("session policy is not JSON: {e}")))?,
     };
@@ -411,21 +417,27 @@ impl AwsCloud {
         {
             return Ok(*v);
         }
+        // The same check as before any IAM change: the role must be exactly this ARN in
+        // Sallyport's account, or the early revoke's deny could never be written on it. So a
+        // grant that could not be revoked fails at once instead of minting.
         let name = iam_name(role_arn, "role")?;
-        let max = match self.iam.get_role().role_name(&name).send().await {
-            Ok(out) => out
-                .role()
-                .and_then(|r| r.max_session_duration())
-                .map_or(DEFAULT_ROLE_MAX_SECS, i64::from),
-            Err(e) => match classify(&format!("reading role {role_arn}"), e) {
-                // Without iam:GetRole, every role allows at least an hour.
-                AwsError::AccessDenied(m) => {
-                    tracing::warn!(role = role_arn, error = %m, "cannot read the role's maximum session duration (grant iam:GetRole); using 1 hour");
-                    DEFAULT_ROLE_MAX_SECS
-                }
-                other => return Err(other),
-            },
-        };
+        let what = format!("reading role {role_arn} (Sallyport needs iam:GetRole on it)");
+        let out = self
+            .iam
+            .get_role()
+            .role_name(&name)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        let role = out
+            .role()
+            .ok_or_else(|| AwsError::Failed(format!("{what}: IAM answered without it")))?;
+        if role.arn() != role_arn {
+            return Err(unreachable_entity(role_arn, "role", &name, role.arn()));
+        }
+        let max = role
+            .max_session_duration()
+            .map_or(DEFAULT_ROLE_MAX_SECS, i64::from);
         self.role_max
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -471,9 +483,7 @@ impl AwsCloud {
         };
         match actual {
             Some(a) if a == arn => Ok(name),
-            Some(a) => Err(AwsError::InvalidInput(format!(
-                "`{arn}` does not name an entity Sallyport can reach: the {kind} called `{name}` in its account is `{a}`"
-            ))),
+            Some(a) => Err(unreachable_entity(arn, kind, &name, &a)),
             None => Err(AwsError::Failed(format!("{what}: IAM answered without it"))),
         }
     }
@@ -535,6 +545,15 @@ impl AwsCloud {
                 )));
             }
             tags.push((k.clone(), tag_value(v)));
+        }
+        // Sessions this one chains into keep Sallyport's tags, so an early revoke's deny (which
+        // matches `sallyport-request`) reaches them too.
+        for k in [
+            "sallyport-requester",
+            "sallyport-request",
+            "sallyport-entitlement",
+        ] {
+            call = call.transitive_tag_keys(k);
         }
         for (k, v) in tags {
             let tag = aws_sdk_sts::types::Tag::builder()
@@ -804,8 +823,9 @@ mod tests {
         };
         // Nothing narrows the session: allow (the role's permissions) until the end.
         let p = doc(None, false);
-        assert_eq!(p["Statement"].as_array().map(Vec::len), Some(1));
+        assert_eq!(p["Statement"].as_array().map(Vec::len), Some(2));
         assert_eq!(p["Statement"][0]["Effect"], "Allow");
+        assert_eq!(p["Statement"][1]["Effect"], "Deny");
         assert_eq!(
             p["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
             "2027-01-15T08:00:00Z"

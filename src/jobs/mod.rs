@@ -449,11 +449,13 @@ async fn cleanup_at_end(
         return Ok("retry");
     }
     let policy = service.policy();
-    let wants_cleanup = policy
+    // A connector that is no longer configured cannot say: the call below then fails, is
+    // retried, and ends in `grant.cleanup_failed` for an operator to see.
+    let declines = policy
         .entitlement(&r.entitlement)
         .and_then(|e| policy.plugin(&e.connector.plugin))
-        .is_some_and(|p| p.manifest().cleanup_at_end);
-    if !wants_cleanup {
+        .is_some_and(|p| !p.manifest().cleanup_at_end);
+    if declines {
         // The early revoke removed everything (the connector did not ask for a second call,
         // which for access not scoped to one request could take a newer grant's away).
         service.store().complete_job(job).await?;

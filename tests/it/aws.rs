@@ -845,6 +845,19 @@ plugin = "quorum"
 auto_approve = [{{ requester_groups = ["eng"] }}]
 
 [[entitlements]]
+id = "aws/prod-pathed"
+max_duration = "1h"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "aws-sts"
+[entitlements.connector.settings]
+role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-x/prod-admin"
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+auto_approve = [{{ requester_groups = ["eng"] }}]
+
+[[entitlements]]
 id = "aws/contractor"
 max_duration = "1h"
 requester_groups = ["eng"]
@@ -901,11 +914,33 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
         );
         assert_eq!(t.get("team").map(String::as_str), Some("platform"));
         assert!(!c.contains_key("PolicyArns.member.1.arn"));
+        let transitive: std::collections::BTreeSet<&str> = (1..=3)
+            .filter_map(|i| {
+                c.get(&format!("TransitiveTagKeys.member.{i}"))
+                    .map(String::as_str)
+            })
+            .collect();
+        assert_eq!(
+            transitive,
+            [
+                "sallyport-entitlement",
+                "sallyport-request",
+                "sallyport-requester"
+            ]
+            .into(),
+            "chained sessions keep the tags the early-revoke deny matches"
+        );
         let policy: Value = serde_json::from_str(&c["Policy"]).expect("session policy");
+        let end_text = end.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         assert_eq!(policy["Statement"][0]["Effect"], "Allow");
         assert_eq!(
             policy["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"],
-            end.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+            end_text
+        );
+        assert_eq!(policy["Statement"][1]["Effect"], "Deny");
+        assert_eq!(
+            policy["Statement"][1]["Condition"]["DateGreaterThanEquals"]["aws:CurrentTime"],
+            end_text
         );
     }
 
@@ -972,6 +1007,20 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     )
     .await;
 
+    // A role ARN the allow-list admits but whose name IAM resolves to another role (here
+    // role/prod-admin): the grant fails before anything is minted.
+    let assumed = rec.calls("AssumeRole").len();
+    fails_with(
+        &s,
+        "alice",
+        "aws/prod-pathed",
+        "10m",
+        "x",
+        &["does not name an entity", "role/prod-admin"],
+    )
+    .await;
+    assert_eq!(rec.calls("AssumeRole").len(), assumed, "nothing minted");
+
     // An ARN whose path differs from the user's real one is refused, not applied to the
     // same-named user: alice's ARN is user/alice, not user/contractors/alice.
     fails_with(
@@ -989,8 +1038,8 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     // Early ends, then the natural ends. aws-sts asked for the end-of-grant clean-up: its deny
     // policy goes. aws-iam did not: its early revoke removed the membership, and a second
     // revoke would take away the newer grant's.
-    let a = s.request_id("alice", "aws/prod-admin", "4s", "brief").await;
-    let b = s.request_id("alice", "aws/group", "4s", "brief").await;
+    let a = s.request_id("alice", "aws/prod-admin", "6s", "brief").await;
+    let b = s.request_id("alice", "aws/group", "6s", "brief").await;
     s.wait_state(&a, "active", T).await;
     s.wait_state(&b, "active", T).await;
     for r in [&a, &b] {

@@ -188,11 +188,12 @@ pub fn with_expiry(policy: &Value, expires_at_ms: i64) -> Value {
                     .as_object_mut()
                     .map(|c| c.entry("DateLessThan").or_insert_with(|| json!({})));
                 if let Some(Value::Object(d)) = dlt {
-                    // Keep an earlier end the author set; never a later one.
+                    // Keep an earlier end the author set; never a later one. Only a time in the
+                    // same form as ours compares as text (`"1900000000"` would sort first).
                     let keep = d
                         .get("aws:CurrentTime")
                         .and_then(Value::as_str)
-                        .is_some_and(|t| t < end.as_str());
+                        .is_some_and(|t| is_utc_seconds(t) && t < end.as_str());
                     if !keep {
                         d.insert("aws:CurrentTime".into(), Value::String(end.clone()));
                     }
@@ -207,6 +208,19 @@ pub fn with_expiry(policy: &Value, expires_at_ms: i64) -> Value {
             .or_insert_with(|| Value::String("2012-10-17".into()));
     }
     doc
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, the form Sallyport writes.
+fn is_utc_seconds(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 /// The user ARN for a requester.
@@ -453,7 +467,8 @@ mod tests {
         let p = json!({"Statement": [
             {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
             {"Effect": "Allow", "Action": "ec2:*", "Resource": "*", "Condition": {"DateLessThan": {"aws:CurrentTime": "2000-01-01T00:00:00Z"}}},
-            {"Effect": "Deny", "Action": "iam:*", "Resource": "*"}
+            {"Effect": "Deny", "Action": "iam:*", "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": {"DateLessThan": {"aws:CurrentTime": "1900000000"}}}
         ]});
         let out = with_expiry(&p, 1_800_000_000_000);
         assert_eq!(
@@ -466,6 +481,11 @@ mod tests {
             "an earlier end stays"
         );
         assert!(out["Statement"][2].get("Condition").is_none());
+        assert_eq!(
+            out["Statement"][3]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+            "2027-01-15T08:00:00Z",
+            "a time in another form (here 2030 in epoch seconds) is replaced, not compared as text"
+        );
         assert_eq!(out["Version"], "2012-10-17");
         assert!(user_for("arn:aws:iam::1:user/{{requester.id}}", "a b").is_err());
     }
