@@ -243,6 +243,48 @@ fn sts_name(s: &str, max: usize) -> String {
     out
 }
 
+/// What a plugin may write as an inline policy. During a grant (`grant_end` known) every Allow
+/// must carry `DateLessThan aws:CurrentTime` no later than the grant's end, so access written by
+/// any connector stops on time even if Sallyport is down; outside a grant (a revoke) only Deny
+/// statements may be written. The host enforces it for every connector, not only the built-ins.
+pub fn check_inline_policy(doc: &str, grant_end: Option<i64>) -> Result<(), AwsError> {
+    let v: Value = serde_json::from_str(doc)
+        .map_err(|e| AwsError::InvalidInput(format!("the policy is not JSON: {e}")))?;
+    let statements = match v.get("Statement") {
+        Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
+        Some(o @ Value::Object(_)) => vec![o],
+        _ => return Err(AwsError::InvalidInput("the policy has no Statement".into())),
+    };
+    for (i, st) in statements.iter().enumerate() {
+        match st.get("Effect").and_then(Value::as_str) {
+            Some("Deny") => continue,
+            Some("Allow") => {}
+            _ => {
+                return Err(AwsError::InvalidInput(format!(
+                    "Statement[{i}]: Effect must be Allow or Deny"
+                )));
+            }
+        }
+        let Some(end) = grant_end else {
+            return Err(AwsError::NotAllowed(format!(
+                "Statement[{i}]: outside a grant only Deny statements may be written"
+            )));
+        };
+        let ends = st
+            .pointer("/Condition/DateLessThan/aws:CurrentTime")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond());
+        if ends.is_none_or(|t| t > end) {
+            return Err(AwsError::NotAllowed(format!(
+                "Statement[{i}]: every Allow written during a grant needs Condition.DateLessThan[\"aws:CurrentTime\"] no later than the grant's end ({})",
+                rfc3339(end)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An ARN whose name IAM resolves to another entity (another path, or another account).
 fn unreachable_entity(arn: &str, kind: &str, name: &str, actual: &str) -> AwsError {
     AwsError::InvalidInput(format!(
@@ -812,6 +854,45 @@ mod tests {
         assert_eq!(session_name("bob", "x-y-z"), "sp-bob-z");
         assert_eq!(source_identity("q"), "user-q");
         assert_eq!(source_identity("bo"), "bo");
+    }
+
+    #[test]
+    fn inline_policies_end_with_the_grant() {
+        let end = 1_800_000_000_000;
+        let allow = |t: &str| {
+            format!(
+                r#"{{"Statement":[{{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{{"DateLessThan":{{"aws:CurrentTime":"{t}"}}}}}}]}}"#
+            )
+        };
+        assert_eq!(
+            check_inline_policy(&allow("2027-01-15T08:00:00Z"), Some(end)),
+            Ok(())
+        );
+        assert_eq!(
+            check_inline_policy(&allow("2027-01-15T07:00:00Z"), Some(end)),
+            Ok(())
+        );
+        assert!(matches!(
+            check_inline_policy(&allow("2027-01-15T08:00:01Z"), Some(end)),
+            Err(AwsError::NotAllowed(_))
+        ));
+        assert!(matches!(
+            check_inline_policy(&allow("1900000000"), Some(end)),
+            Err(AwsError::NotAllowed(_))
+        ));
+        let open = r#"{"Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}"#;
+        assert!(matches!(
+            check_inline_policy(open, Some(end)),
+            Err(AwsError::NotAllowed(_))
+        ));
+        let deny = r#"{"Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+        assert_eq!(check_inline_policy(deny, None), Ok(()));
+        assert_eq!(check_inline_policy(deny, Some(end)), Ok(()));
+        assert!(matches!(
+            check_inline_policy(&allow("2027-01-15T08:00:00Z"), None),
+            Err(AwsError::NotAllowed(_))
+        ));
+        assert!(check_inline_policy("{}", Some(end)).is_err());
     }
 
     #[test]

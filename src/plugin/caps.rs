@@ -447,6 +447,8 @@ impl aws::Host for HostState {
         let cap = self.aws()?;
         let t = iam_target(&target);
         cap.check(&[t.arn()])?;
+        crate::cloud::aws::check_inline_policy(&policy_document, self.call.grant_expires_at)
+            .map_err(to_wit)?;
         within(
             self.call.remaining(),
             cap.cloud
