@@ -1071,8 +1071,20 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
         !deny(iam.clone(), a.clone()).await,
         "deleted at the natural end"
     );
-    // b ended naturally at the same moment as a; give its job the same chance, then look.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // b's end-of-grant job has run (its row is gone) without calling the connector again.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("db");
+    crate::harness::eventually("b's end-of-grant job", T, || {
+        let (pool, b) = (pool.clone(), b.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE request_id = ?")
+                .bind(&b)
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == 0)
+        }
+    })
+    .await;
+    pool.close().await;
     assert!(!has_event(&s, &b, "grant.cleaned_up").await);
     assert!(
         in_group(&iam, "alice").await,
