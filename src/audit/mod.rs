@@ -3,7 +3,7 @@
 //! `hash = sha256(prev_hash || "\n" || canonical JSON of the event)`, where the canonical JSON
 //! has sorted keys and no whitespace and includes the event's sequence number. The store keeps
 //! the chain's head (last sequence number and hash) in its own row, so deleting the newest events
-//! is detected too. [`verify`] walks the chain and names the first event that does not fit.
+//! is detected too. [`Store::verify_audit`](crate::store::Store::verify_audit) walks the chain and names the first event that does not fit.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -76,7 +76,7 @@ pub fn chain_hash(prev: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The outcome of [`verify`].
+/// The outcome of [`Store::verify_audit`](crate::store::Store::verify_audit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Events checked.

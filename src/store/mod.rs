@@ -2,8 +2,8 @@
 //!
 //! [`Store`] is the one interface the rest of Sallyport uses. [`sql::SqlStore`] implements it for
 //! both databases with the same SQL; the dialect differences (connection set-up, how a write
-//! transaction begins, row locks for job claims and the audit head) live in [`sqlite`] and
-//! [`postgres`]. Every state change is written together with its audit events and its jobs in
+//! transaction begins, row locks for job claims and the audit head) live in `store/sqlite.rs` and
+//! `store/postgres.rs`. Every state change is written together with its audit events and its jobs in
 //! one transaction, with compare-and-set on the request's version.
 
 mod notify;

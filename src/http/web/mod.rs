@@ -237,7 +237,7 @@ pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// An error shown as a page (with the request id, filled in by [`render_errors`]).
+/// An error shown as a page (with the request id, filled in by `render_errors`).
 #[derive(Debug, Clone)]
 pub struct WebError {
     /// HTTP status.
