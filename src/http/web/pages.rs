@@ -1952,6 +1952,26 @@ mod tests {
         assert!(e.contains("heading"), "{e}");
     }
 
+    /// Keyboard focus follows the reading order (no positive `tabindex` reorders it), and every
+    /// page declares its language for screen readers.
+    #[test]
+    fn focus_follows_the_page_order_and_pages_declare_their_language() {
+        let t = Templates::new().expect("templates");
+        let tabindex = regex::Regex::new(r#"tabindex="(-?\d+)""#).expect("regex");
+        let mut pages = 0;
+        for (name, html) in rendered_pages(&t) {
+            for c in tabindex.captures_iter(&html) {
+                let n: i64 = c[1].parse().unwrap_or(1);
+                assert!(n <= 0, "{name}: tabindex={n} takes focus out of page order");
+            }
+            if html.contains("<html") {
+                pages += 1;
+                assert!(html.contains("<html lang=\""), "{name}: no lang on <html>");
+            }
+        }
+        assert!(pages >= 5, "only {pages} whole pages: is the check still looking?");
+    }
+
     /// Every form control a person fills in has a name for assistive technology: an `id` with
     /// a matching `<label for>`, or an `aria-label`.
     #[test]
