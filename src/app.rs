@@ -138,6 +138,7 @@ impl App {
                 concurrency: jobs_cfg.concurrency,
                 provision_attempts: jobs_cfg.provision_attempts,
                 retry_max_ms: jobs_cfg.retry_max_ms,
+                cleanup_delay_ms: jobs_cfg.cleanup_delay_ms,
             };
             let grace = options.shutdown_grace.unwrap_or(Duration::from_secs(10));
             Some(tokio::spawn(jobs::run(service.clone(), cfg, rx, grace)))

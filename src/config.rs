@@ -198,6 +198,7 @@ struct RawJobs {
     concurrency: Option<u32>,
     provision_attempts: Option<u32>,
     retry_max: Option<String>,
+    cleanup_delay: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -423,6 +424,9 @@ pub struct JobsConfig {
     pub provision_attempts: u32,
     /// Longest wait between retries.
     pub retry_max_ms: i64,
+    /// How long after a grant's natural end the end-of-grant clean-up runs (room for the
+    /// cloud's clock to agree that the grant has ended).
+    pub cleanup_delay_ms: i64,
 }
 
 /// Roles beyond requesting and reviewing.
@@ -838,6 +842,11 @@ impl Config {
         let session_ttl = dur("auth.session_ttl", raw.auth.session_ttl.as_deref(), "12h");
         let lease = dur("jobs.lease", raw.jobs.lease.as_deref(), "30s");
         let retry_max = dur("jobs.retry_max", raw.jobs.retry_max.as_deref(), "5m");
+        let cleanup_delay = dur(
+            "jobs.cleanup_delay",
+            raw.jobs.cleanup_delay.as_deref(),
+            "2m",
+        );
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 << 20).contains(&max_body_bytes) {
             problem(
@@ -1664,6 +1673,7 @@ impl Config {
                 concurrency: raw.jobs.concurrency.unwrap_or(16).clamp(1, 256),
                 provision_attempts: raw.jobs.provision_attempts.unwrap_or(5).clamp(1, 100),
                 retry_max_ms: i64::try_from(retry_max).unwrap_or(300) * 1000,
+                cleanup_delay_ms: i64::try_from(cleanup_delay).unwrap_or(120) * 1000,
             },
             aws,
             azure,

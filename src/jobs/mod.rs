@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub provision_attempts: u32,
     /// Longest backoff between retries.
     pub retry_max_ms: i64,
+    /// The end-of-grant clean-up runs this long after the natural end.
+    pub cleanup_delay_ms: i64,
 }
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s... capped at `max_ms`.
@@ -432,8 +434,11 @@ async fn cleanup_at_end(
         service.store().complete_job(job).await?;
         return Ok("stale");
     };
-    if now < end {
-        service.store().retry_job(job, end, "ran early").await?;
+    // Sallyport's clock may run ahead of the cloud's: clean up only once both agree the grant
+    // has ended (an early revoke's deny must outlive the session policy's end).
+    let due = end.saturating_add(cfg.cleanup_delay_ms);
+    if now < due {
+        service.store().retry_job(job, due, "ran early").await?;
         return Ok("early");
     }
     if r.revocation.as_ref().is_some_and(|v| v.done_at.is_none()) {

@@ -160,6 +160,7 @@ admin_users = ["root"]
 [jobs]
 lease = "5s"
 retry_max = "2s"
+cleanup_delay = "3s"
 [aws]
 region = "us-east-1"
 endpoint_url = "{moto}"
@@ -1040,7 +1041,11 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     // revoke would take away the newer grant's.
     let a = s.request_id("alice", "aws/prod-admin", "6s", "brief").await;
     let b = s.request_id("alice", "aws/group", "6s", "brief").await;
-    s.wait_state(&a, "active", T).await;
+    let a_end = s.wait_state(&a, "active", T).await["grant"]["expires_at"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .expect("a's end")
+        .as_millisecond();
     s.wait_state(&b, "active", T).await;
     for r in [&a, &b] {
         let (st, v) = s
@@ -1063,6 +1068,15 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     let c = s.request_id("alice", "aws/group", "30m", "on call").await;
     s.wait_state(&c, "active", T).await;
     assert!(in_group(&iam, "alice").await);
+    // The clean-up waits `cleanup_delay` (3 s here) past the natural end, for AWS's clock.
+    let past_end = a_end + 500 - jiff::Timestamp::now().as_millisecond();
+    if past_end > 0 {
+        tokio::time::sleep(Duration::from_millis(past_end.unsigned_abs())).await;
+    }
+    assert!(
+        deny(iam.clone(), a.clone()).await,
+        "still there just after the end"
+    );
     crate::harness::eventually("the deny policy's clean-up", T, || async {
         has_event(&s, &a, "grant.cleaned_up").await
     })

@@ -1969,7 +1969,10 @@ mod tests {
                 assert!(html.contains("<html lang=\""), "{name}: no lang on <html>");
             }
         }
-        assert!(pages >= 5, "only {pages} whole pages: is the check still looking?");
+        assert!(
+            pages >= 5,
+            "only {pages} whole pages: is the check still looking?"
+        );
     }
 
     /// Every form control a person fills in has a name for assistive technology: an `id` with
