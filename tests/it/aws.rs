@@ -3,12 +3,12 @@
 //! through `sallyport creds` as its `credential_process`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Db, Server, free_port, missing, which};
+use crate::harness::{Backend, Db, Reaped, Server, free_port, missing, which};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 const ACCOUNT: &str = "123456789012";
@@ -16,15 +16,8 @@ const T: Duration = Duration::from_secs(30);
 
 /// A moto server on a random loopback port.
 pub struct Moto {
-    child: Child,
+    _child: Reaped,
     pub url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start moto, or `None` when it is not installed (CI requires it with SALLYPORT_REQUIRE_AWS).
@@ -43,7 +36,10 @@ pub async fn moto() -> Option<Moto> {
         .spawn()
         .expect("start moto_server");
     let url = format!("http://127.0.0.1:{port}");
-    let m = Moto { child, url };
+    let m = Moto {
+        _child: Reaped(child),
+        url,
+    };
     let http = reqwest::Client::new();
     let start = Instant::now();
     loop {
@@ -1306,4 +1302,124 @@ auto_approve = [{{ requester_groups = ["eng"] }}]
     let (code, out) = crate::harness::config_check(&f);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("there is no [aws] section"), "{out}");
+}
+
+/// `sallyport serve` with `[aws]` naming no secrets: its own credentials come from the standard
+/// chain (here the environment), and without any it says so instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_credential_chain_and_its_absence() {
+    let Some(moto) = moto().await else { return };
+    let iam = iam(&moto).await;
+    seed(&iam).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |creds: Option<&str>| {
+        let port = free_port();
+        let db = dir.path().join(format!("chain-{port}.db"));
+        let (text, base) = config(&format!("sqlite://{}", db.display()), &moto);
+        let text = text
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace("access_key_id_secret = \"aws_key\"\n", "")
+            .replace("secret_access_key_secret = \"aws_secret\"\n", "");
+        assert!(!text.contains("_secret = \"aws_"), "{text}");
+        let file = base.join(format!("chain-{port}.toml"));
+        std::fs::write(&file, &text).expect("write");
+        let out = Command::new(BIN)
+            .args(["token", "create", "--user", "alice", "--config"])
+            .arg(&file)
+            .output()
+            .expect("token");
+        assert!(out.status.success(), "{out:?}");
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(&file)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", base.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                base.join("no-aws-credentials"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(k) = creds {
+            cmd.env("AWS_ACCESS_KEY_ID", k)
+                .env("AWS_SECRET_ACCESS_KEY", k);
+        }
+        let child = cmd.spawn().expect("serve");
+        (Reaped(child), format!("http://127.0.0.1:{port}"), token)
+    };
+    let http = reqwest::Client::new();
+    let ask = |url: String, token: String| {
+        let http = http.clone();
+        async move {
+            let start = Instant::now();
+            let r: Value = loop {
+                if let Ok(r) = http
+                    .post(format!("{url}/api/v1/requests"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "entitlement": "aws/prod-admin", "duration": "30m", "justification": "chain" }))
+                    .send()
+                    .await
+                {
+                    break r.json().await.expect("json");
+                }
+                assert!(start.elapsed() < T, "server did not start");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let id = r["id"].as_str().expect("id").to_owned();
+            loop {
+                let v: Value = http
+                    .get(format!("{url}/api/v1/requests/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json()
+                    .await
+                    .expect("json");
+                if v["state"] != "pending"
+                    && v["state"] != "approved"
+                    && v["state"] != "provisioning"
+                {
+                    return v;
+                }
+                assert!(start.elapsed() < T, "still {}", v["state"]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Credentials in the environment: the grant checks the role and a mint works.
+    let (_server, url, token) = run(Some("from-the-environment"));
+    let v = ask(url.clone(), token.clone()).await;
+    assert_eq!(v["state"], "active", "{v}");
+    let res = http
+        .post(format!("{url}/api/v1/credentials"))
+        .bearer_auth(&token)
+        .json(&json!({ "entitlement": "aws/prod-admin" }))
+        .send()
+        .await
+        .expect("mint");
+    assert_eq!(res.status(), 200);
+
+    // None anywhere: the grant fails, and the reason says where Sallyport looks.
+    let (_server, url, token) = run(None);
+    let v = ask(url, token).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["reason"].as_str().is_some_and(
+            |r| r.contains("no usable AWS credentials") && r.contains("standard chain")
+        ),
+        "{v}"
+    );
 }

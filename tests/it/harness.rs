@@ -602,3 +602,13 @@ pub fn config_check(file: &Path) -> (i32, String) {
         ),
     )
 }
+
+/// A child process killed (and reaped) when the guard goes, even when a test panics.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
