@@ -462,24 +462,8 @@ impl AwsCloud {
         // The same check as before any IAM change: the role must be exactly this ARN in
         // Sallyport's account, or the early revoke's deny could never be written on it. So a
         // grant that could not be revoked fails at once instead of minting.
-        let name = iam_name(role_arn, "role")?;
-        let what = format!("reading role {role_arn} (Sallyport needs iam:GetRole on it)");
-        let out = self
-            .iam
-            .get_role()
-            .role_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify(&what, e))?;
-        let role = out
-            .role()
-            .ok_or_else(|| AwsError::Failed(format!("{what}: IAM answered without it")))?;
-        if role.arn() != role_arn {
-            return Err(unreachable_entity(role_arn, "role", &name, role.arn()));
-        }
-        let max = role
-            .max_session_duration()
-            .map_or(DEFAULT_ROLE_MAX_SECS, i64::from);
+        let (_, max) = self.checked_entity(role_arn, "role").await?;
+        let max = max.unwrap_or(DEFAULT_ROLE_MAX_SECS);
         self.role_max
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -492,9 +476,24 @@ impl AwsCloud {
     /// another path (which an allow-list pattern may admit) would act on the entity of the same
     /// name in Sallyport's account.
     async fn entity_name(&self, arn: &str, kind: &str) -> Result<String, AwsError> {
+        Ok(self.checked_entity(arn, kind).await?.0)
+    }
+
+    /// Read a role, user or group by name and check that its ARN is exactly `arn`; returns the
+    /// name and, for a role, its maximum session duration.
+    async fn checked_entity(
+        &self,
+        arn: &str,
+        kind: &str,
+    ) -> Result<(String, Option<i64>), AwsError> {
         let name = iam_name(arn, kind)?;
-        let what = format!("reading {kind} {arn}");
-        let actual = match kind {
+        let permission = match kind {
+            "role" => "iam:GetRole",
+            "user" => "iam:GetUser",
+            _ => "iam:GetGroup",
+        };
+        let what = format!("reading {kind} {arn} (Sallyport needs {permission} on it)");
+        let found = match kind {
             "role" => self
                 .iam
                 .get_role()
@@ -503,7 +502,12 @@ impl AwsCloud {
                 .await
                 .map_err(|e| classify(&what, e))?
                 .role()
-                .map(|r| r.arn().to_owned()),
+                .map(|r| {
+                    (
+                        r.arn().to_owned(),
+                        r.max_session_duration().map(i64::from),
+                    )
+                }),
             "user" => self
                 .iam
                 .get_user()
@@ -512,7 +516,7 @@ impl AwsCloud {
                 .await
                 .map_err(|e| classify(&what, e))?
                 .user()
-                .map(|u| u.arn().to_owned()),
+                .map(|u| (u.arn().to_owned(), None)),
             _ => self
                 .iam
                 .get_group()
@@ -521,11 +525,11 @@ impl AwsCloud {
                 .await
                 .map_err(|e| classify(&what, e))?
                 .group()
-                .map(|g| g.arn().to_owned()),
+                .map(|g| (g.arn().to_owned(), None)),
         };
-        match actual {
-            Some(a) if a == arn => Ok(name),
-            Some(a) => Err(unreachable_entity(arn, kind, &name, &a)),
+        match found {
+            Some((a, max)) if a == arn => Ok((name, max)),
+            Some((a, _)) => Err(unreachable_entity(arn, kind, &name, &a)),
             None => Err(AwsError::Failed(format!("{what}: IAM answered without it"))),
         }
     }
