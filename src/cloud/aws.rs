@@ -502,12 +502,7 @@ impl AwsCloud {
                 .await
                 .map_err(|e| classify(&what, e))?
                 .role()
-                .map(|r| {
-                    (
-                        r.arn().to_owned(),
-                        r.max_session_duration().map(i64::from),
-                    )
-                }),
+                .map(|r| (r.arn().to_owned(), r.max_session_duration().map(i64::from))),
             "user" => self
                 .iam
                 .get_user()

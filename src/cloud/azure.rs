@@ -830,6 +830,28 @@ impl AzureCloud {
         }
     }
 
+    /// PUT `{"properties": props}` at an ARM resource path.
+    async fn put_properties(
+        &self,
+        path: &str,
+        api: &str,
+        props: Value,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Answer, AzureError> {
+        let u = self.arm_url(path, api, &[])?;
+        let body = json!({ "properties": props });
+        self.send(
+            Api::Arm,
+            reqwest::Method::PUT,
+            u,
+            Some(&body),
+            deadline,
+            what,
+        )
+        .await
+    }
+
     /// `AdminAssign` through PIM with an `AfterDuration` expiration.
     pub async fn pim_assign(
         &self,
@@ -871,17 +893,8 @@ impl AzureCloud {
         if let Some(t) = &req.ticket {
             props["ticketInfo"] = json!({"ticketNumber": cut(t, 100), "ticketSystem": "Sallyport"});
         }
-        let u = self.arm_url(&path, PIM_API, &[])?;
-        let body = json!({ "properties": props });
         let a = self
-            .send(
-                Api::Arm,
-                reqwest::Method::PUT,
-                u,
-                Some(&body),
-                deadline,
-                &what,
-            )
+            .put_properties(&path, PIM_API, props, deadline, &what)
             .await?;
         match a.status {
             200 | 201 => self.settle(&path, schedule(&a.body), deadline, &what).await,
@@ -1018,22 +1031,14 @@ impl AzureCloud {
                 }
                 return Ok(status);
             }
-            let body = json!({ "properties": {
+            let props = json!({
                 "principalId": req.principal_id,
                 "roleDefinitionId": req.role_definition_id,
                 "requestType": "AdminRemove",
                 "justification": cut(&req.justification, MAX_JUSTIFICATION),
-            }});
-            let u = self.arm_url(&path, PIM_API, &[])?;
+            });
             let a = self
-                .send(
-                    Api::Arm,
-                    reqwest::Method::PUT,
-                    u,
-                    Some(&body),
-                    deadline,
-                    &what,
-                )
+                .put_properties(&path, PIM_API, props, deadline, &what)
                 .await?;
             return match a.status {
                 200 | 201 => {
@@ -1117,17 +1122,8 @@ impl AzureCloud {
         if let Some(d) = &req.description {
             props["description"] = json!(cut(d, 1024));
         }
-        let u = self.arm_url(&path, RBAC_API, &[])?;
-        let body = json!({ "properties": props });
         let a = self
-            .send(
-                Api::Arm,
-                reqwest::Method::PUT,
-                u,
-                Some(&body),
-                deadline,
-                &what,
-            )
+            .put_properties(&path, RBAC_API, props, deadline, &what)
             .await?;
         match a.status {
             200 | 201 => match a.body["id"].as_str() {
