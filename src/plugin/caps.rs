@@ -586,7 +586,24 @@ async fn azure_within<T>(
     }
 }
 
-fn assigned(a: crate::cloud::azure::Assigned) -> azure::Assigned {
+/// Log an assignment Azure made (or found) for a request, and hand it to the plugin.
+fn assigned(
+    call: &CallInfo,
+    what: &'static str,
+    ctx: &CallContext,
+    (scope, principal, role): (&str, &str, &str),
+    a: crate::cloud::azure::Assigned,
+) -> azure::Assigned {
+    tracing::info!(
+        plugin = %call.plugin,
+        request_id = %ctx.request_id,
+        scope = %scope,
+        principal = %principal,
+        role = %role,
+        status = %a.status,
+        preexisting = a.preexisting,
+        "{what}"
+    );
     azure::Assigned {
         id: a.id,
         status: a.status,
@@ -663,17 +680,13 @@ impl azure::Host for HostState {
         };
         let deadline = self.azure_deadline();
         let a = azure_within(&self.call, cap.cloud.pim_assign(&ctx, &input, deadline)).await?;
-        tracing::info!(
-            plugin = %self.call.plugin,
-            request_id = %ctx.request_id,
-            scope = %input.scope,
-            principal = %input.principal_id,
-            role = %input.role_definition_id,
-            status = %a.status,
-            preexisting = a.preexisting,
-            "Azure PIM assignment"
-        );
-        Ok(assigned(a))
+        Ok(assigned(
+            &self.call,
+            "Azure PIM assignment",
+            &ctx,
+            (&input.scope, &input.principal_id, &input.role_definition_id),
+            a,
+        ))
     }
 
     async fn pim_remove(
@@ -713,16 +726,13 @@ impl azure::Host for HostState {
             cap.cloud.create_role_assignment(&ctx, &input, deadline),
         )
         .await?;
-        tracing::info!(
-            plugin = %self.call.plugin,
-            request_id = %ctx.request_id,
-            scope = %input.scope,
-            principal = %input.principal_id,
-            role = %input.role_definition_id,
-            preexisting = a.preexisting,
-            "Azure role assignment"
-        );
-        Ok(assigned(a))
+        Ok(assigned(
+            &self.call,
+            "Azure role assignment",
+            &ctx,
+            (&input.scope, &input.principal_id, &input.role_definition_id),
+            a,
+        ))
     }
 
     async fn delete_role_assignment(
