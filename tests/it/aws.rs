@@ -98,51 +98,52 @@ pub async fn seed(iam: &aws_sdk_iam::Client) {
         .expect("policy");
 }
 
+/// Quorum settings that approve everyone in `eng` at once.
+const AUTO: &str = r#"auto_approve = [{ requester_groups = ["eng"] }]"#;
+
+/// An entitlement `eng` may request: its connector's settings and its quorum settings, as TOML
+/// lines.
+fn entitlement(id: &str, max: &str, plugin: &str, settings: &str, approval: &str) -> String {
+    format!(
+        r#"
+[[entitlements]]
+id = "{id}"
+max_duration = "{max}"
+requester_groups = ["eng"]
+[entitlements.connector]
+plugin = "{plugin}"
+[entitlements.connector.settings]
+{settings}
+[entitlements.approval]
+plugin = "quorum"
+[entitlements.approval.settings]
+{approval}
+"#
+    )
+}
+
 /// The Sallyport policy for these tests, with AWS pointed at moto; returns (text, base dir).
 pub fn config(db_url: &str, moto: &Moto) -> (String, PathBuf) {
     let dir = tempfile::tempdir().expect("dir").keep();
     std::fs::write(dir.join("aws-key"), "testing").expect("key");
     std::fs::write(dir.join("aws-secret"), "testing").expect("secret");
     let iam = |ent: &str, extra: &str| {
-        let extra = if extra.starts_with("user_arn") {
+        let settings = if extra.starts_with("user_arn") {
             extra.to_owned()
         } else {
             format!("user_arn = \"arn:aws:iam::{ACCOUNT}:user/{{{{requester.id}}}}\"\n{extra}")
         };
-        format!(
-            r#"
-[[entitlements]]
-id = "{ent}"
-max_duration = "2h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-iam"
-[entitlements.connector.settings]
-{extra}
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-"#
-        )
+        entitlement(ent, "2h", "aws-iam", &settings, AUTO)
     };
     let sts = |ent: &str, role: &str| {
-        format!(
-            r#"
-[[entitlements]]
-id = "{ent}"
-max_duration = "4h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/{role}"
-tags = {{ team = "platform" }}
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-"#
+        entitlement(
+            ent,
+            "4h",
+            "aws-sts",
+            &format!(
+                "role_arn = \"arn:aws:iam::{ACCOUNT}:role/{role}\"\ntags = {{ team = \"platform\" }}"
+            ),
+            AUTO,
         )
     };
     let text = format!(
@@ -812,62 +813,37 @@ async fn what_sallyport_sends_to_aws_and_when_it_cleans_up() {
                 "arns = [\"arn:aws:iam::{ACCOUNT}:role/prod-*\", \"arn:aws:iam::{ACCOUNT}:policy/ReadStuff\"]"
             ),
         )
-        + &format!(
-            r#"
-[[entitlements]]
-id = "aws/prod-narrow"
-max_duration = "4h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-admin"
-policy_arns = ["arn:aws:iam::{ACCOUNT}:policy/ReadStuff"]
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-
-[[entitlements]]
-id = "aws/prod-missing"
-max_duration = "1h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-missing"
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-
-[[entitlements]]
-id = "aws/prod-pathed"
-max_duration = "1h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-x/prod-admin"
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-
-[[entitlements]]
-id = "aws/contractor"
-max_duration = "1h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-iam"
-[entitlements.connector.settings]
-user_arn = "arn:aws:iam::{ACCOUNT}:user/contractors/{{{{requester.id}}}}"
-group_arn = "arn:aws:iam::{ACCOUNT}:group/oncall"
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-"#
+        + &entitlement(
+            "aws/prod-narrow",
+            "4h",
+            "aws-sts",
+            &format!(
+                "role_arn = \"arn:aws:iam::{ACCOUNT}:role/prod-admin\"\npolicy_arns = [\"arn:aws:iam::{ACCOUNT}:policy/ReadStuff\"]"
+            ),
+            AUTO,
+        )
+        + &entitlement(
+            "aws/prod-missing",
+            "1h",
+            "aws-sts",
+            &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/prod-missing\""),
+            AUTO,
+        )
+        + &entitlement(
+            "aws/prod-pathed",
+            "1h",
+            "aws-sts",
+            &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/prod-x/prod-admin\""),
+            AUTO,
+        )
+        + &entitlement(
+            "aws/contractor",
+            "1h",
+            "aws-iam",
+            &format!(
+                "user_arn = \"arn:aws:iam::{ACCOUNT}:user/contractors/{{{{requester.id}}}}\"\ngroup_arn = \"arn:aws:iam::{ACCOUNT}:group/oncall\""
+            ),
+            AUTO,
         );
     let s = Server::start_in(&text, &base).await;
 
@@ -1119,21 +1095,12 @@ async fn creds_requests_once_and_waits_for_approval() {
     let text = text.replace(
         "[[users]]\nid = \"root\"\n",
         "[[users]]\nid = \"root\"\ngroups = [\"leads\"]\n",
-    ) + &format!(
-        r#"
-[[entitlements]]
-id = "aws/prod-reviewed"
-max_duration = "4h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/prod-admin"
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-stages = [{{ name = "lead", groups = ["leads"], count = 1 }}]
-"#
+    ) + &entitlement(
+        "aws/prod-reviewed",
+        "4h",
+        "aws-sts",
+        &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/prod-admin\""),
+        r#"stages = [{ name = "lead", groups = ["leads"], count = 1 }]"#,
     );
     let s = Server::start_in(&text, &base).await;
     let home = tempfile::tempdir().expect("home").keep();
@@ -1262,21 +1229,12 @@ async fn config_check_knows_what_aws_connectors_can_reach() {
     let Some(moto) = moto().await else { return };
     let dir = tempfile::tempdir().expect("dir");
     let (text, _) = config("sqlite://unused.db", &moto);
-    let outside = format!(
-        r#"
-[[entitlements]]
-id = "aws/elsewhere"
-max_duration = "1h"
-requester_groups = ["eng"]
-[entitlements.connector]
-plugin = "aws-sts"
-[entitlements.connector.settings]
-role_arn = "arn:aws:iam::{ACCOUNT}:role/outside"
-[entitlements.approval]
-plugin = "quorum"
-[entitlements.approval.settings]
-auto_approve = [{{ requester_groups = ["eng"] }}]
-"#
+    let outside = entitlement(
+        "aws/elsewhere",
+        "1h",
+        "aws-sts",
+        &format!("role_arn = \"arn:aws:iam::{ACCOUNT}:role/outside\""),
+        AUTO,
     );
     let f = dir.path().join("sallyport.toml");
     // The tests' own configuration passes (its templated ARN is checked at grant time).
